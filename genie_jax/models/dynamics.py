@@ -1,0 +1,54 @@
+"""Dynamics: a MaskGIT transformer over tokenizer tokens, conditioned on latent actions.
+
+Frame t is predicted from frames < t (causal temporal attention) and the action a_{t-1} that led into it.
+Actions enter either ADDED to every token of frame t (Genie) or as one extra token PREPENDED to frame t
+(Jasmine); ``DynamicsConfig.action_conditioning`` picks.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genie_jax.config import DynamicsConfig
+from genie_jax.nn import STTransformer, dense
+
+CONDITIONINGS = ("additive", "prepend")
+
+
+class DynamicsModel(nnx.Module):
+    def __init__(self, cfg: DynamicsConfig, *, vocab_size: int, num_tokens: int, num_actions: int,
+                 max_frames: int, dtype, rngs: nnx.Rngs):
+        if cfg.action_conditioning not in CONDITIONINGS:
+            raise ValueError(f"action_conditioning {cfg.action_conditioning!r}: choose one of {CONDITIONINGS}")
+        self.cfg, self.vocab_size, self.num_actions = cfg, vocab_size, num_actions
+        self.mask_id = vocab_size  # one extra embedding row stands for "not yet generated"
+        self.no_action_id = num_actions  # frame 0 has no action leading into it
+        width = cfg.transformer.width
+        embed_init = nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed"))
+        self.token_embed = nnx.Embed(vocab_size + 1, width, embedding_init=embed_init, rngs=rngs)
+        self.action_embed = nnx.Embed(num_actions + 1, width, embedding_init=embed_init, rngs=rngs)
+        self.prepend = cfg.action_conditioning == "prepend"
+        self.transformer = STTransformer(cfg.transformer, num_tokens=num_tokens + int(self.prepend),
+                                         max_frames=max_frames, dtype=dtype, rngs=rngs)
+        self.head = dense(width, vocab_size, ("embed", "vocab"), dtype=dtype, rngs=rngs)
+
+    def __call__(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> jax.Array:
+        """Token ids (mask id where unknown) and the action INTO each frame -> logits (B, T, N, vocab) float32.
+
+        ``actions_BT[:, t]`` is the latent action of the transition t-1 -> t; use :meth:`align_actions` to build
+        it from the LAM's (B, T-1) transition actions.
+        """
+        x = self.token_embed(tokens_BTN)
+        a = self.action_embed(actions_BT)[:, :, None]
+        x = jnp.concatenate([a, x], axis=2) if self.prepend else x + a
+        h = self.transformer(x)
+        if self.prepend:
+            h = h[:, :, 1:]
+        return self.head(h).astype(jnp.float32)
+
+    def align_actions(self, transition_actions_BT: jax.Array) -> jax.Array:
+        """(B, T-1) actions of transitions t -> t+1 -> (B, T) actions into each frame (frame 0: no action)."""
+        first = jnp.full(transition_actions_BT.shape[:1] + (1,), self.no_action_id, jnp.int32)
+        return jnp.concatenate([first, transition_actions_BT.astype(jnp.int32)], axis=1)

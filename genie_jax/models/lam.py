@@ -1,0 +1,77 @@
+"""Latent action model: infers a discrete action a_t for each transition x_t -> x_{t+1} from raw pixels.
+
+The encoder sees frames x_{1:t+1} (causal in time); a learned action token per frame gathers, through spatial
+attention, what changed, and its output at frame t+1 is quantised by a tiny codebook (|A| codes). The decoder
+predicts x_{t+1} from x_{1:t} and the code, and exists only to train the encoder. At inference only the codebook
+matters: a user's integer in [0, |A|) picks a code.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genie_jax.config import LAMConfig
+from genie_jax.nn import STTransformer, dense, patchify, to_float_frames, unpatchify
+from genie_jax.vq import VectorQuantizer, VQOutput
+
+
+class LAMOutput(NamedTuple):
+    next_frames_BTHWC: jax.Array  # predictions of frames 1..T-1 (T-1 of them)
+    vq: VQOutput  # codes (B, T-1): a_t for the transition t -> t+1
+    latents_BTD: jax.Array  # pre-quantisation action vectors
+
+
+class LatentActionModel(nnx.Module):
+    def __init__(self, cfg: LAMConfig, *, height: int, width: int, max_frames: int, dtype, rngs: nnx.Rngs):
+        self.cfg, self.height, self.width = cfg, height, width
+        num_patches = (height // cfg.patch) * (width // cfg.patch)
+        patch_dim = cfg.patch * cfg.patch * 3
+        enc, dec = cfg.encoder, cfg.decoder
+        self.enc_embed = dense(patch_dim, enc.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.action_query = nnx.Param(jax.random.normal(rngs.params(), (enc.width,), jnp.float32) * 0.02)
+        self.encoder = STTransformer(enc, num_tokens=num_patches + 1, max_frames=max_frames, dtype=dtype,
+                                     rngs=rngs)
+        self.to_code = dense(enc.width, cfg.code_dim, ("embed", None), dtype=dtype, rngs=rngs)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, reset_after=cfg.reset_dead_after, rngs=rngs)
+        self.dec_embed = dense(patch_dim, dec.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.action_in = dense(cfg.code_dim, dec.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.decoder = STTransformer(dec, num_tokens=num_patches, max_frames=max_frames, dtype=dtype, rngs=rngs)
+        self.to_pixels = dense(dec.width, patch_dim, ("embed", None), dtype=dtype, rngs=rngs, zero_init=True)
+
+    def encode(self, frames_BTHWC: jax.Array) -> tuple[VQOutput, jax.Array]:
+        """Frames (B, T, H, W, 3) -> quantised actions for the T-1 transitions."""
+        x = self.enc_embed(patchify(to_float_frames(frames_BTHWC), self.cfg.patch))
+        b, t = x.shape[:2]
+        query = jnp.broadcast_to(self.action_query[...].astype(x.dtype), (b, t, 1, x.shape[-1]))
+        h = self.encoder(jnp.concatenate([query, x], axis=2))
+        # The action token at frame t+1 has seen frames <= t+1 only (causal time): it names the transition t -> t+1.
+        latents_BTD = self.to_code(h[:, 1:, 0])
+        return self.vq(latents_BTD), latents_BTD
+
+    def decode(self, frames_BTHWC: jax.Array, actions_BTD: jax.Array) -> jax.Array:
+        """Context frames x_{1:t} (B, T', H, W, 3) and action vectors (B, T', D) -> predicted x_{2:t+1}.
+
+        The prediction is the last frame plus a learned change (zero at initialisation), so the decoder only
+        has to model what moved. With ``decoder_history=False`` each prediction sees only its own last frame.
+        """
+        frames = to_float_frames(frames_BTHWC)
+        x = self.dec_embed(patchify(frames, self.cfg.patch)) + self.action_in(actions_BTD)[:, :, None]
+        if self.cfg.decoder_history:
+            h = self.decoder(x)
+        else:  # every frame on its own: fold time into the batch
+            b, t = x.shape[:2]
+            h = self.decoder(x.reshape((b * t, 1) + x.shape[2:])).reshape(x.shape)
+        delta = self.to_pixels(h).astype(jnp.float32)
+        return frames + unpatchify(delta, self.cfg.patch, self.height, self.width)
+
+    def infer_actions(self, frames_BTHWC: jax.Array) -> jax.Array:
+        """Frames (B, T, H, W, 3) -> action ids (B, T-1) int32."""
+        return self.encode(frames_BTHWC)[0].codes
+
+    def __call__(self, frames_BTHWC: jax.Array) -> LAMOutput:
+        vq, latents = self.encode(frames_BTHWC)
+        return LAMOutput(self.decode(frames_BTHWC[:, :-1], vq.quantized), vq, latents)

@@ -1,0 +1,61 @@
+"""Video tokenizer: an ST-ViViT VQ-VAE. Frames -> discrete tokens (B, T, N) -> frames.
+
+Both encoder and decoder are ST-transformers with causal temporal attention, so the tokens of frame t carry
+information about frames <= t only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+from flax import nnx
+
+from genie_jax.config import TokenizerConfig
+from genie_jax.nn import STTransformer, dense, patchify, to_float_frames, unpatchify
+from genie_jax.vq import VectorQuantizer, VQOutput
+
+
+class TokenizerOutput(NamedTuple):
+    recon_BTHWC: jax.Array  # float, [0, 1] up to reconstruction error
+    vq: VQOutput  # codes (B, T, N)
+    latents_BTND: jax.Array  # pre-quantisation encoder outputs, used to re-seed dead codes
+
+
+class VideoTokenizer(nnx.Module):
+    def __init__(self, cfg: TokenizerConfig, *, height: int, width: int, max_frames: int, dtype,
+                 rngs: nnx.Rngs):
+        self.cfg, self.height, self.width = cfg, height, width
+        self.num_tokens = (height // cfg.patch) * (width // cfg.patch)
+        patch_dim = cfg.patch * cfg.patch * 3
+        self.embed = dense(patch_dim, cfg.encoder.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.encoder = STTransformer(cfg.encoder, num_tokens=self.num_tokens, max_frames=max_frames,
+                                     dtype=dtype, rngs=rngs)
+        self.to_code = dense(cfg.encoder.width, cfg.code_dim, ("embed", None), dtype=dtype, rngs=rngs)
+        self.vq = VectorQuantizer(cfg.codebook_size, cfg.code_dim, reset_after=cfg.reset_dead_after, rngs=rngs)
+        self.from_code = dense(cfg.code_dim, cfg.decoder.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.decoder = STTransformer(cfg.decoder, num_tokens=self.num_tokens, max_frames=max_frames,
+                                     dtype=dtype, rngs=rngs)
+        self.to_pixels = dense(cfg.decoder.width, patch_dim, ("embed", None), dtype=dtype, rngs=rngs)
+
+    def encode(self, frames_BTHWC: jax.Array) -> tuple[VQOutput, jax.Array]:
+        x = patchify(to_float_frames(frames_BTHWC), self.cfg.patch)
+        latents_BTND = self.to_code(self.encoder(self.embed(x)))
+        return self.vq(latents_BTND), latents_BTND
+
+    def decode(self, quantized_BTND: jax.Array) -> jax.Array:
+        """Code vectors (B, T, N, code_dim) -> frames (B, T, H, W, 3) float."""
+        patches = self.to_pixels(self.decoder(self.from_code(quantized_BTND)))
+        return unpatchify(patches.astype(quantized_BTND.dtype), self.cfg.patch, self.height, self.width)
+
+    def tokenize(self, frames_BTHWC: jax.Array) -> jax.Array:
+        """Frames (uint8 or float) -> token ids (B, T, N) int32."""
+        return self.encode(frames_BTHWC)[0].codes
+
+    def detokenize(self, tokens_BTN: jax.Array) -> jax.Array:
+        """Token ids (B, T, N) -> frames (B, T, H, W, 3) float, clipped to [0, 1]."""
+        return jax.numpy.clip(self.decode(self.vq.lookup(tokens_BTN)), 0.0, 1.0)
+
+    def __call__(self, frames_BTHWC: jax.Array) -> TokenizerOutput:
+        vq, latents = self.encode(frames_BTHWC)
+        return TokenizerOutput(self.decode(vq.quantized), vq, latents)

@@ -1,0 +1,140 @@
+"""Building blocks shared by the three models: attention, the ST block, patches and positions.
+
+Parameters carry logical axis names (``embed``, ``mlp``, ``heads``, ``vocab``); ``sharding.py`` maps them to mesh
+axes, so nothing here knows about devices. Shapes: B batch, T frames, N tokens per frame, D width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from genie_jax.config import TransformerConfig
+
+# Parameters are created unsharded and carry logical axis names as metadata; sharding.py places them on a mesh
+# afterwards. (Flax's eager sharding would need a mesh at construction time and physical axis names.)
+nnx.use_eager_sharding(False)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _init(names: tuple[str | None, ...], init=nnx.initializers.lecun_normal()):
+    return nnx.with_partitioning(init, names)
+
+
+def dense(in_dim: int, out_dim: int, names: tuple[str | None, str | None], *, dtype, rngs: nnx.Rngs,
+          use_bias: bool = True, zero_init: bool = False) -> nnx.Linear:
+    """A Linear layer with float32 parameters, ``dtype`` compute and logical axis names on its kernel."""
+    init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
+    return nnx.Linear(in_dim, out_dim, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                      kernel_init=_init(names, init),
+                      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (names[1],)), rngs=rngs)
+
+
+def rms_norm(dim: int, *, dtype, rngs: nnx.Rngs) -> nnx.RMSNorm:
+    return nnx.RMSNorm(dim, dtype=dtype, param_dtype=jnp.float32,
+                       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)), rngs=rngs)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with QK-norm over the second-to-last axis of ``x_BLD``."""
+
+    def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs):
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = dense(width, 3 * width, ("embed", "heads"), dtype=dtype, rngs=rngs, use_bias=False)
+        self.out = dense(width, width, ("heads", "embed"), dtype=dtype, rngs=rngs, zero_init=True)
+        head_dim = width // heads
+        # QK-norm keeps attention logits bounded, which Genie relies on for stable bf16 training.
+        self.q_norm = nnx.RMSNorm(head_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.k_norm = nnx.RMSNorm(head_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, x_BLD: jax.Array, *, causal: bool) -> jax.Array:
+        q, k, v = jnp.split(self.qkv(x_BLD), 3, axis=-1)
+        q, k, v = (rearrange(t, "b l (h d) -> b l h d", h=self.heads) for t in (q, k, v))
+        q, k = self.q_norm(q), self.k_norm(k)
+        y = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), is_causal=causal)
+        return self.out(rearrange(y, "b l h d -> b l (h d)"))
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, width: int, ffn_dim: int, *, dtype, rngs: nnx.Rngs):
+        self.up = dense(width, ffn_dim, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+        self.down = dense(ffn_dim, width, ("mlp", "embed"), dtype=dtype, rngs=rngs, zero_init=True)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.gelu(self.up(x)))
+
+
+class STBlock(nnx.Module):
+    """Genie's ST block: spatial attention within a frame, causal temporal attention per position, one FFN."""
+
+    def __init__(self, cfg: TransformerConfig, *, dtype, rngs: nnx.Rngs):
+        self.norm_s = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
+        self.spatial = Attention(cfg.width, cfg.heads, dtype=dtype, rngs=rngs)
+        self.norm_t = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
+        self.temporal = Attention(cfg.width, cfg.heads, dtype=dtype, rngs=rngs)
+        self.norm_f = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
+        self.ffn = FeedForward(cfg.width, cfg.ffn_dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x_BTND: jax.Array) -> jax.Array:
+        b, t, n, d = x_BTND.shape
+        h = rearrange(self.norm_s(x_BTND), "b t n d -> (b t) n d")
+        x_BTND = x_BTND + rearrange(self.spatial(h, causal=False), "(b t) n d -> b t n d", b=b)
+        # Causal over time: the output at frame t never sees frames > t.
+        h = rearrange(self.norm_t(x_BTND), "b t n d -> (b n) t d")
+        x_BTND = x_BTND + rearrange(self.temporal(h, causal=True), "(b n) t d -> b t n d", b=b)
+        return x_BTND + self.ffn(self.norm_f(x_BTND))
+
+
+class STTransformer(nnx.Module):
+    """A stack of ST blocks with learned spatial and temporal position embeddings and a final norm."""
+
+    def __init__(self, cfg: TransformerConfig, *, num_tokens: int, max_frames: int, dtype, rngs: nnx.Rngs):
+        self.max_frames = max_frames
+        init = nnx.with_partitioning(nnx.initializers.normal(0.02), (None, "embed"))
+        self.pos_spatial = nnx.Param(init(rngs.params(), (num_tokens, cfg.width), jnp.float32))
+        self.pos_temporal = nnx.Param(init(rngs.params(), (max_frames, cfg.width), jnp.float32))
+        self.blocks = nnx.List([STBlock(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.depth)])
+        self.norm = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, x_BTND: jax.Array) -> jax.Array:
+        t = x_BTND.shape[1]
+        if t > self.max_frames:
+            raise ValueError(f"{t} frames exceed this model's {self.max_frames}-frame window")
+        x_BTND = x_BTND + self.pos_spatial[None, None] + self.pos_temporal[None, :t, None]
+        x_BTND = x_BTND.astype(self.dtype)
+        for block in self.blocks:
+            x_BTND = block(x_BTND)
+        return self.norm(x_BTND)
+
+
+def patchify(frames_BTHWC: jax.Array, patch: int) -> jax.Array:
+    """(B, T, H, W, C) -> (B, T, N, patch*patch*C) with N = (H/patch)*(W/patch), row-major patches."""
+    _, _, h, w, _ = frames_BTHWC.shape
+    if h % patch or w % patch:
+        raise ValueError(f"frame size {h}x{w} is not divisible by patch {patch}")
+    return rearrange(frames_BTHWC, "b t (hn p) (wn q) c -> b t (hn wn) (p q c)", p=patch, q=patch)
+
+
+def unpatchify(patches_BTNP: jax.Array, patch: int, height: int, width: int) -> jax.Array:
+    """Inverse of :func:`patchify`."""
+    return rearrange(patches_BTNP, "b t (hn wn) (p q c) -> b t (hn p) (wn q) c",
+                     hn=height // patch, wn=width // patch, p=patch, q=patch)
+
+
+def to_float_frames(frames: jax.Array) -> jax.Array:
+    """uint8 [0, 255] at rest -> float32 [0, 1] inside models (float input is passed through)."""
+    if frames.dtype == jnp.uint8:
+        return frames.astype(jnp.float32) / 255.0
+    return frames.astype(jnp.float32)

@@ -1,0 +1,173 @@
+"""WorldSimulator: the one API everything interactive uses. reset(frames) / step(action_id) -> frame.
+
+Holds a window of W frames of tokens (W = the dynamics model's training window). Each step generates the next
+frame's tokens with MaskGIT, conditioned on the chosen latent action, and decodes it with the tokenizer; beyond
+W frames the window slides (the oldest frame drops out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from genie_jax.run import RunDir, load_model
+from genie_jax.sampling import SamplingConfig, maskgit_fill_frame
+
+
+@dataclass(frozen=True)
+class SimulatorState:
+    """Everything needed to branch a world: restore() a saved state and step differently."""
+
+    tokens_BWN: jax.Array
+    actions_BW: jax.Array
+    length: int  # frames currently in the window
+    key: jax.Array
+
+
+def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, key, cfg: SamplingConfig):
+    dynamics = nnx.merge(dyn_graph, dyn_state)
+    tokenizer = nnx.merge(tok_graph, tok_state)
+    tokens_BWN = maskgit_fill_frame(dynamics, tokens_BWN, actions_BW, t, key, cfg)
+    # The tokenizer decoder is causal in time too: frame t decodes from tokens of frames <= t.
+    safe = jnp.where(jnp.arange(tokens_BWN.shape[1])[None, :, None] <= t, tokens_BWN, 0)
+    frames = tokenizer.detokenize(safe)
+    frame_BHWC = jax.lax.dynamic_index_in_dim(frames, t, axis=1, keepdims=False)
+    return tokens_BWN, jnp.round(frame_BHWC * 255).astype(jnp.uint8)
+
+
+class WorldSimulator:
+    def __init__(self, tokenizer, lam, dynamics, *, sampling: SamplingConfig, batch_size: int = 1, seed: int = 0):
+        self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
+        self.sampling = sampling
+        self.batch_size = batch_size
+        self.num_actions = dynamics.num_actions
+        self.window = dynamics.transformer.max_frames
+        self.height, self.width = tokenizer.height, tokenizer.width
+        self.num_tokens = tokenizer.num_tokens
+        self._seed = seed
+        self._dyn = nnx.split(dynamics)
+        self._tok = nnx.split(tokenizer)
+        self._generate = jax.jit(partial(_generate, self._dyn[0], self._tok[0], cfg=sampling))
+        self._tokenize = jax.jit(lambda state, frames: nnx.merge(self._tok[0], state).tokenize(frames))
+        lam_graph, self._lam_state = nnx.split(lam)
+        self._infer = jax.jit(lambda state, frames: nnx.merge(lam_graph, state).infer_actions(frames))
+        self._state: SimulatorState | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, batch_size: int = 1, steps: int | None = None,
+                 temperature: float | None = None, schedule: str | None = None, seed: int = 0,
+                 dtype: str | None = None) -> "WorldSimulator":
+        """Loads the tokenizer, LAM and dynamics model trained in ``run_dir``. Sampling settings default to the
+        dynamics config's (MaskGIT steps, temperature, schedule)."""
+        run = RunDir(run_dir)
+        run.require("tokenizer", "dynamics")
+        dynamics = load_model(run, "dynamics", dtype)
+        cfg = dynamics.cfg
+        sampling = SamplingConfig(steps or cfg.maskgit_steps,
+                                  cfg.temperature if temperature is None else temperature,
+                                  schedule or cfg.schedule)
+        return cls(load_model(run, "tokenizer", dtype), load_model(run, "lam", dtype), dynamics,
+                   sampling=sampling, batch_size=batch_size, seed=seed)
+
+    # ------------------------------------------------------------------------------------------------------
+    def reset(self, frames: np.ndarray | str | Path) -> np.ndarray:
+        """Starts a world from context frames: (T, H, W, 3) uint8 for every world, (B, T, H, W, 3) one per world,
+        or an image file. Actions between context frames are inferred by the LAM. Returns the last frame(s)."""
+        frames = self._as_batch(frames)
+        frames = frames[:, -(self.window - 1):]  # leave room for at least one generated frame
+        b, t = frames.shape[:2]
+        tokens = np.zeros((b, self.window, self.num_tokens), np.int32)
+        tokens[:, :t] = np.asarray(self._tokenize(self._tok[1], jnp.asarray(frames)))
+        actions = np.full((b, self.window), self.dynamics.no_action_id, np.int32)
+        if t > 1:
+            actions[:, 1:t] = np.asarray(self._infer(self._lam_state, jnp.asarray(frames)))
+        self._state = SimulatorState(jnp.asarray(tokens), jnp.asarray(actions), t, jax.random.key(self._seed))
+        return frames[:, -1] if b > 1 else frames[0, -1]
+
+    def step(self, action_id: int) -> np.ndarray:
+        """Applies one latent action to every world; returns the new frame (H, W, 3) uint8 (batch 1)."""
+        frames = self.step_batch([action_id] * self.batch_size)
+        return frames[0] if self.batch_size == 1 else frames
+
+    def step_batch(self, action_ids: Sequence[int]) -> np.ndarray:
+        """One latent action per world -> new frames (B, H, W, 3) uint8."""
+        state = self._require_state()
+        ids = np.asarray(action_ids)
+        if ids.shape != (self.batch_size,):
+            raise ValueError(f"expected {self.batch_size} action ids (one per world), got shape {ids.shape}")
+        bad = [int(a) for a in ids.reshape(-1) if not 0 <= int(a) < self.num_actions]
+        if bad or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"action id {bad[0] if bad else action_ids!r} is out of range: this world has "
+                             f"{self.num_actions} latent actions, 0..{self.num_actions - 1}")
+        tokens, actions, t = state.tokens_BWN, state.actions_BW, state.length
+        if t == self.window:  # slide: drop the oldest frame; the new first frame has no action into it
+            tokens = jnp.roll(tokens, -1, axis=1)
+            actions = jnp.roll(actions, -1, axis=1).at[:, 0].set(self.dynamics.no_action_id)
+            t -= 1
+        actions = actions.at[:, t].set(jnp.asarray(ids, jnp.int32))
+        key, step_key = jax.random.split(state.key)
+        tokens, frame = self._generate(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t), step_key)
+        self._state = SimulatorState(tokens, actions, t + 1, key)
+        return np.asarray(frame)
+
+    def infer_actions(self, frames_BTHWC: np.ndarray) -> np.ndarray:
+        """The LAM's latent action ids (B, T-1) for the transitions of real clips (B, T, H, W, 3) uint8."""
+        return np.asarray(self._infer(self._lam_state, jnp.asarray(frames_BTHWC)))
+
+    def state(self) -> SimulatorState:
+        return self._require_state()
+
+    def restore(self, state: SimulatorState) -> None:
+        if state.tokens_BWN.shape != (self.batch_size, self.window, self.num_tokens):
+            raise ValueError(f"state of shape {state.tokens_BWN.shape} does not fit this simulator "
+                             f"({self.batch_size} worlds, window {self.window}, {self.num_tokens} tokens)")
+        self._state = state
+
+    def with_sampling(self, **changes) -> "WorldSimulator":
+        """A simulator over the same models with other sampling settings (steps, temperature, schedule)."""
+        return WorldSimulator(self.tokenizer, self.lam, self.dynamics, sampling=replace(self.sampling, **changes),
+                              batch_size=self.batch_size, seed=self._seed)
+
+    # ------------------------------------------------------------------------------------------------------
+    def _require_state(self) -> SimulatorState:
+        if self._state is None:
+            raise RuntimeError("call reset(frames) before step(): the world needs a starting frame")
+        return self._state
+
+    def _as_batch(self, frames: np.ndarray | str | Path) -> np.ndarray:
+        if isinstance(frames, (str, Path)):
+            frames = load_image(frames, self.height, self.width)[None]
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim == 4:
+            frames = np.broadcast_to(frames[None], (self.batch_size,) + frames.shape)
+        expected = (self.height, self.width, 3)
+        if frames.ndim != 5 or frames.shape[2:] != expected or frames.shape[0] != self.batch_size:
+            raise ValueError(f"frames of shape {frames.shape} do not fit this world: expected (T, {self.height}, "
+                             f"{self.width}, 3) or ({self.batch_size}, T, {self.height}, {self.width}, 3) uint8")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (0..255), got {frames.dtype}")
+        return frames
+
+
+def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8, resized to the model's frame size."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (width * 4, height * 4))  # bounds decode cost for huge JPEGs
+            return np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
