@@ -161,7 +161,7 @@ def generate_level(seed: int, config: PlatformerConfig = PlatformerConfig()) -> 
     p, size = config.tile_px, config.size
     palette_id = int(rng.integers(len(_PALETTES)))
     style = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
-    tiles_rgb, tiles_mask, pad = _render_tile_layer(kind, _jitter(rng, _PALETTES[palette_id]), p)
+    tiles_rgb, tiles_mask, pad = _render_tile_layer(kind, _jitter(rng, _PALETTES[palette_id]), p, rng)
     background = _render_background(rng, style, size, tiles_rgb.shape[1] // 2 + size + 2)
     spawn = [c for c in range(3, config.level_tiles - 3)
              if 2 <= top_row[c] < ROWS and top_row[c - 1] < ROWS and top_row[c + 1] < ROWS]
@@ -289,16 +289,26 @@ def _tile_images(palette: np.ndarray, p: int) -> dict[int, np.ndarray]:
     return {k: np.clip(v, 0, 255).astype(np.uint8) for k, v in images.items()}
 
 
-def _render_tile_layer(kind_RW: np.ndarray, palette: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Draws the whole tile grid once, padded by one screen width of empty pixels on each side."""
+def _render_tile_layer(kind_RW: np.ndarray, palette: np.ndarray, p: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Draws the whole tile grid once, padded by one screen width of empty pixels on each side.
+
+    Every tile gets its own shade and a speck at its own place. A run step scrolls exactly one tile, so identical
+    tiles would look the same after a step: the variation is what makes running visible on flat ground.
+    """
     rows, width = kind_RW.shape
     size = rows * p
     pad = size
     rgb = np.zeros((size, width * p + 2 * pad, 3), np.uint8)
     mask = np.zeros(rgb.shape[:2], bool)
+    shade = rng.uniform(0.62, 1.18, size=(rows, width))
+    speck = rng.integers(0, p - max(1, p // 8), size=(rows, width, 2))
     for k, img in _tile_images(palette, p).items():
         for r, c in zip(*np.nonzero(kind_RW == k)):
-            rgb[r * p:(r + 1) * p, pad + c * p:pad + (c + 1) * p] = img
+            tile = img.astype(np.float32) * shade[r, c]
+            y, x = speck[r, c]
+            tile[y:y + max(1, p // 8), x:x + max(1, p // 8)] *= 0.6
+            rgb[r * p:(r + 1) * p, pad + c * p:pad + (c + 1) * p] = np.clip(tile, 0, 255).astype(np.uint8)
             mask[r * p:(r + 1) * p, pad + c * p:pad + (c + 1) * p] = True
     return rgb, mask, pad
 
@@ -470,6 +480,12 @@ class PlatformerGame:
             rising = True
         moved = 0
         if dx and not self._blocked(self.col + dx, self.y, self.y + h):
+            self.x += dx * p
+            moved = dx
+        elif dx and grounded and not self._blocked(self.col + dx, self.y - p, self.y + h - p) \
+                and not self._blocked(self.col, self.y - p, self.y):
+            # A one-tile step is climbed on the way (as in most platformers), so running is rarely a no-op.
+            self.y -= p
             self.x += dx * p
             moved = dx
         y0 = self.y

@@ -65,6 +65,15 @@ class LAMConfig:
     # Genie's decoder sees x_{1:t}. With actions held for several frames, the history alone predicts most motion
     # and the codes learn little; False makes the decoder see only x_t, so the motion must come from a_t.
     decoder_history: bool = True
+    # Each encoder patch also carries its change since the previous frame (x_{t+1} - x_t), so motion is visible to
+    # the first layer instead of having to be discovered by attention across time. Still causal.
+    motion_input: bool = True
+    # Optional global-motion term in the decoder: the prediction adds an action-weighted mix of x_t shifted by
+    # (dy, dx) in {-r, .., r} (step `global_motion_step` pixels) to the transformer's residual. Camera scrolls
+    # then cost the decoder one softmax instead of learned token routing, which a small CPU budget does not
+    # reach. 0 turns it off (Genie's plain decoder).
+    global_motion_radius: int = 0
+    global_motion_step: int = 2
 
 
 @dataclass(frozen=True)

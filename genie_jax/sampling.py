@@ -37,7 +37,8 @@ def masked_after_step(step: jax.Array, steps: int, num_tokens: int, schedule: st
     """How many tokens stay masked after MaskGIT step ``step`` (0-based); 0 after the last step."""
     progress = (step + 1) / steps
     fraction = jnp.cos(0.5 * math.pi * progress) if schedule == "cosine" else 1.0 - progress
-    return jnp.floor(num_tokens * fraction).astype(jnp.int32)
+    # float32 cos(pi/2) is slightly negative: clamp so the last step leaves exactly zero masked.
+    return jnp.maximum(jnp.floor(num_tokens * fraction), 0).astype(jnp.int32)
 
 
 def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_BW: jax.Array, t: jax.Array,

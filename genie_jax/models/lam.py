@@ -25,13 +25,29 @@ class LAMOutput(NamedTuple):
     latents_BTD: jax.Array  # pre-quantisation action vectors
 
 
+def global_motion_shifts(radius: int, step: int) -> list[tuple[int, int]]:
+    """Candidate (dy, dx) pixel shifts for the global-motion term; empty when radius is 0."""
+    if radius <= 0:
+        return []
+    offsets = range(-radius, radius + 1, step)
+    return [(dy, dx) for dy in offsets for dx in offsets]
+
+
+def shifted_copies(frames_BTHWC: jax.Array, shifts: list[tuple[int, int]]) -> jax.Array:
+    """(B, T, H, W, C) -> (B, T, K, H, W, C): frame content moved by each (dy, dx), edges repeated."""
+    r = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+    h, w = frames_BTHWC.shape[2:4]
+    padded = jnp.pad(frames_BTHWC, ((0, 0), (0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    return jnp.stack([padded[:, :, r - dy:r - dy + h, r - dx:r - dx + w] for dy, dx in shifts], axis=2)
+
+
 class LatentActionModel(nnx.Module):
     def __init__(self, cfg: LAMConfig, *, height: int, width: int, max_frames: int, dtype, rngs: nnx.Rngs):
         self.cfg, self.height, self.width = cfg, height, width
         num_patches = (height // cfg.patch) * (width // cfg.patch)
         patch_dim = cfg.patch * cfg.patch * 3
         enc, dec = cfg.encoder, cfg.decoder
-        self.enc_embed = dense(patch_dim, enc.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.enc_embed = dense(patch_dim * (2 if cfg.motion_input else 1), enc.width, (None, "embed"), dtype=dtype, rngs=rngs)
         self.action_query = nnx.Param(jax.random.normal(rngs.params(), (enc.width,), jnp.float32) * 0.02)
         self.encoder = STTransformer(enc, num_tokens=num_patches + 1, max_frames=max_frames, dtype=dtype,
                                      rngs=rngs)
@@ -41,10 +57,20 @@ class LatentActionModel(nnx.Module):
         self.action_in = dense(cfg.code_dim, dec.width, (None, "embed"), dtype=dtype, rngs=rngs)
         self.decoder = STTransformer(dec, num_tokens=num_patches, max_frames=max_frames, dtype=dtype, rngs=rngs)
         self.to_pixels = dense(dec.width, patch_dim, ("embed", None), dtype=dtype, rngs=rngs, zero_init=True)
+        self.shifts = global_motion_shifts(cfg.global_motion_radius, cfg.global_motion_step)
+        if self.shifts:
+            self.motion_logits = dense(cfg.code_dim, len(self.shifts), (None, None), dtype=jnp.float32, rngs=rngs,
+                                       zero_init=True)
+            # Start as "nothing moved": the zero shift gets almost all the weight.
+            self.motion_logits.bias[...] = 6.0 * jnp.asarray([s == (0, 0) for s in self.shifts], jnp.float32)
 
     def encode(self, frames_BTHWC: jax.Array) -> tuple[VQOutput, jax.Array]:
         """Frames (B, T, H, W, 3) -> quantised actions for the T-1 transitions."""
-        x = self.enc_embed(patchify(to_float_frames(frames_BTHWC), self.cfg.patch))
+        frames = to_float_frames(frames_BTHWC)
+        if self.cfg.motion_input:  # frame 0 has no predecessor: its change is zero
+            change = frames - jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+            frames = jnp.concatenate([frames, change], axis=-1)
+        x = self.enc_embed(patchify(frames, self.cfg.patch))
         b, t = x.shape[:2]
         query = jnp.broadcast_to(self.action_query[...].astype(x.dtype), (b, t, 1, x.shape[-1]))
         h = self.encoder(jnp.concatenate([query, x], axis=2))
@@ -65,8 +91,11 @@ class LatentActionModel(nnx.Module):
         else:  # every frame on its own: fold time into the batch
             b, t = x.shape[:2]
             h = self.decoder(x.reshape((b * t, 1) + x.shape[2:])).reshape(x.shape)
-        delta = self.to_pixels(h).astype(jnp.float32)
-        return frames + unpatchify(delta, self.cfg.patch, self.height, self.width)
+        delta = unpatchify(self.to_pixels(h).astype(jnp.float32), self.cfg.patch, self.height, self.width)
+        if self.shifts:
+            weights = jax.nn.softmax(self.motion_logits(actions_BTD.astype(jnp.float32)), axis=-1)
+            return jnp.einsum("btk,btkhwc->bthwc", weights, shifted_copies(frames, self.shifts)) + delta
+        return frames + delta
 
     def infer_actions(self, frames_BTHWC: jax.Array) -> jax.Array:
         """Frames (B, T, H, W, 3) -> action ids (B, T-1) int32."""

@@ -1,0 +1,121 @@
+"""Training throughput (frames/s) and peak memory per stage and preset; prints a table.
+
+Each (preset, stage) runs in a fresh process, so peak memory (max RSS on CPU, peak bytes in use on GPU) is its
+own. Models are randomly initialised and fed random frames: throughput does not depend on the data.
+
+    python benchmarks/train_throughput.py                                     # demo + CoinRun presets, batch 8
+    python benchmarks/train_throughput.py --presets coinrun_jasmine --dtype bfloat16 --batch 36   # on a GPU
+
+The dynamics stage is measured with the LAM co-trained (as Genie and Jasmine train it) and with a frozen LAM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = [("tokenizer", False), ("lam", False), ("dynamics", True), ("dynamics", False)]
+
+
+def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dtype: str, steps: int) -> dict:
+    """Runs in the child process."""
+    import dataclasses
+    import resource
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from genie_jax.config import apply_overrides, load_preset, preset_path
+    from genie_jax.sharding import batch_sharding, make_mesh
+    from genie_jax.stages import ModelShape, build_lam, build_tokenizer
+    from genie_jax.train import compile_steps, init_train_state
+
+    config = load_preset(preset_path(preset))
+    config = apply_overrides(config, [f"train.dynamics.co_train_lam={co_train}"])
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **{
+        stage: dataclasses.replace(config.stage_train(stage), batch_size=batch, num_frames=frames, dtype=dtype)}))
+    size = 32 if preset == "demo" else 64
+    shape = ModelShape(size, size, frames)
+    frozen = {}
+    if stage == "dynamics":
+        frozen["tokenizer"] = build_tokenizer(config, shape, dtype, nnx.Rngs(1))
+        if not co_train:
+            frozen["lam"] = build_lam(config, shape, dtype, nnx.Rngs(2))
+    mesh = make_mesh()
+    setup = init_train_state(stage, config, shape, frozen, mesh)
+    step_fn, _ = compile_steps(stage, setup)
+    rng = np.random.default_rng(0)
+    batch_frames = jax.device_put(rng.integers(0, 256, (batch, frames, size, size, 3), dtype=np.uint8),
+                                  batch_sharding(mesh))
+    args = (setup.state, setup.frozen_state, {"frames": batch_frames}, jax.random.key(0))
+    compiled = step_fn.lower(*args).compile()
+    flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+    t0 = time.perf_counter()
+    state, metrics = step_fn(*args)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(steps):
+        state, metrics = step_fn(state, setup.frozen_state, {"frames": batch_frames}, jax.random.key(i))
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t0) / steps
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(nnx.merge(setup.graphdef, state)[0], nnx.Param)))
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    peak = stats["peak_bytes_in_use"] if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"preset": preset, "stage": stage + (" (+LAM co-trained)" if co_train else ""), "params_M": params / 1e6,
+            "batch": batch, "dtype": dtype, "frames_per_s": batch * frames / step_s, "step_ms": step_s * 1e3,
+            "compile_s": compile_s, "peak_mem_GB": peak / 1e9, "GFLOP_per_step": flops / 1e9,
+            "achieved_GFLOP_s": flops / step_s / 1e9, "device": device.device_kind}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="demo,coinrun_jasmine,coinrun")
+    parser.add_argument("--stages", default="tokenizer,lam,dynamics")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after the compile step")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(**json.loads(args.child))))
+        return
+    rows = []
+    stages = args.stages.split(",")
+    for preset in args.presets.split(","):
+        for stage, co_train in CASES:
+            if stage not in stages:
+                continue
+            spec = dict(preset=preset, stage=stage, co_train=co_train, batch=args.batch, frames=args.frames,
+                        dtype=args.dtype, steps=args.steps)
+            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT,
+                                 capture_output=True, text=True)
+            if out.returncode:
+                print(f"{preset}/{stage}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print_row(rows[-1], header=len(rows) == 1)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def print_row(row: dict, header: bool) -> None:
+    cols = [("preset", 16, "s"), ("stage", 26, "s"), ("params_M", 9, ".2f"), ("batch", 6, "d"), ("dtype", 9, "s"),
+            ("frames_per_s", 13, ".1f"), ("step_ms", 10, ".0f"), ("peak_mem_GB", 12, ".2f"),
+            ("achieved_GFLOP_s", 17, ".1f"), ("compile_s", 10, ".1f")]
+    if header:
+        print(" ".join(f"{name:>{width}}" for name, width, _ in cols) + "  device")
+    print(" ".join(f"{row[name]:>{width}{fmt}}" for name, width, fmt in cols) + f"  {row['device']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
