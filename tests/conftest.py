@@ -15,8 +15,9 @@ TINY = TransformerConfig(width=32, depth=1, heads=2, ffn_dim=64)
 
 
 def tiny_config(steps: int = 4, **train_overrides) -> Config:
-    train = TrainConfig(steps=steps, batch_size=4, num_frames=8, log_every=2, checkpoint_every=2, warmup_steps=1,
-                        lr=3e-3, min_lr=3e-4, **train_overrides)
+    settings = dict(steps=steps, batch_size=4, num_frames=8, log_every=2, checkpoint_every=2, warmup_steps=1,
+                    lr=3e-3, min_lr=3e-4)
+    train = TrainConfig(**{**settings, **train_overrides})
     return Config(
         name="tiny",
         tokenizer=TokenizerConfig(patch=4, codebook_size=32, code_dim=8, encoder=TINY, decoder=TINY),
