@@ -4,6 +4,10 @@ Differences from Genie's defaults, each to fit a CPU budget, and each a config v
 - LAM decoder sees only the last frame and has a global-motion term (see LAMConfig): actions are held for
   several frames, so with history the decoder predicts most motion without the action; and a transformer needs
   far more steps than this budget to learn camera scrolls as token routing.
+- Tokenizer encoder is per patch (encoder.depth=0): the same patch gets the same token anywhere, so a one-tile
+  camera scroll is an exact shift of the token grid.
+- Dynamics training leaves half the frames unmasked (clean_frame_prob=0.5), so the model often sees a complete
+  previous frame, as it always does when generating.
 - Warmup-stable-decay schedules, so the short runs learn at full rate for most of their steps.
 """
 
@@ -14,7 +18,6 @@ from genie_jax.config import (Config, DynamicsConfig, LAMConfig, StageTrainConfi
 DEMO_DATA = {"episodes": 240, "frames_per_episode": 160, "size": 32, "clip_len": 16, "stride": 8,
              "val_fraction": 0.1, "seed": 0}
 
-W64 = TransformerConfig(width=64, depth=1, heads=4, ffn_dim=256)
 W96 = TransformerConfig(width=96, depth=2, heads=4, ffn_dim=384)
 
 
@@ -23,14 +26,15 @@ def get_config() -> Config:
                   min_lr=1e-4)
     return Config(
         name="demo",
-        tokenizer=TokenizerConfig(patch=4, codebook_size=256, code_dim=32, encoder=W64,
+        tokenizer=TokenizerConfig(patch=4, codebook_size=256, code_dim=32,
+                                  encoder=TransformerConfig(width=64, depth=0, heads=4, ffn_dim=128),
                                   decoder=TransformerConfig(width=64, depth=2, heads=4, ffn_dim=256)),
         lam=LAMConfig(patch=8, num_actions=8, code_dim=32, encoder=W96, decoder=W96, decoder_history=False,
                       global_motion_radius=4, global_motion_step=2),
-        dynamics=DynamicsConfig(transformer=W96, maskgit_steps=8, temperature=1.0),
+        dynamics=DynamicsConfig(transformer=W96, maskgit_steps=8, temperature=1.0, clean_frame_prob=0.5),
         train=StageTrainConfigs(
             tokenizer=TrainConfig(steps=600, batch_size=4, **common),
             lam=TrainConfig(steps=800, batch_size=8, **common),
-            dynamics=TrainConfig(steps=600, batch_size=4, **common),
+            dynamics=TrainConfig(steps=700, batch_size=4, **common),
         ),
     )

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class TokenizerConfig:
     patch: int = 4
     codebook_size: int = 1024
     code_dim: int = 32
-    encoder: TransformerConfig = TransformerConfig()
+    encoder: TransformerConfig = TransformerConfig()  # depth 0: per-patch MLP encoder (tokens = f(patch pixels))
     decoder: TransformerConfig = TransformerConfig()
     commitment: float = 0.25
     vq_weight: float = 1.0  # weight of codebook+commitment terms next to the pixel MSE
@@ -83,6 +83,9 @@ class DynamicsConfig:
     transformer: TransformerConfig = TransformerConfig()
     action_conditioning: str = "additive"  # "additive" (Genie) or "prepend" (one action token per frame, Jasmine)
     mask_rate_min: float = 0.5  # per-example Bernoulli mask rate drawn from U(mask_rate_min, 1)
+    # Share of frames left wholly unmasked in training (they are context, not targets). At inference the past is
+    # always complete; with 0 (Genie's scheme) training almost never shows a complete previous frame.
+    clean_frame_prob: float = 0.0
     maskgit_steps: int = 25
     temperature: float = 1.0
     schedule: str = "cosine"  # "cosine" or "linear" unmasking schedule

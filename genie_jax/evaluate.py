@@ -67,25 +67,32 @@ def delta_t_psnr(sim: WorldSimulator, frames_BTHWC: np.ndarray, *, t: int = 4, c
     inferred from the real clip and x^' with actions drawn uniformly at random from the |A| latent actions.
 
     Both generations start from the same ``context_frames`` real frames with the same sampling key; t counts
-    generated frames after the context. ``sim.batch_size`` must equal the number of clips.
+    generated frames after the context. Clips are processed ``sim.batch_size`` at a time (B must be a multiple).
     """
     b = frames_BTHWC.shape[0]
     needed = context_frames + t
     if frames_BTHWC.shape[1] < needed:
         raise ValueError(f"clips of {frames_BTHWC.shape[1]} frames are too short for t={t} after "
                          f"{context_frames} context frames")
-    clip = frames_BTHWC[:, :needed]
-    inferred = sim.infer_actions(clip)[:, context_frames - 1:]
+    if b % sim.batch_size:
+        raise ValueError(f"{b} clips are not a multiple of the simulator's {sim.batch_size} worlds")
     rng = np.random.default_rng(seed)
-    random_actions = rng.integers(0, sim.num_actions, size=inferred.shape)
-    target = clip[:, needed - 1].astype(np.float32) / 255.0
-    scores = []
-    for actions in (inferred, random_actions):
-        sim.reset(clip[:, :context_frames])
-        for i in range(t):
-            frame = sim.step_batch(actions[:, i])
-        scores.append(np.asarray(psnr(jnp.asarray(frame, jnp.float32) / 255.0, jnp.asarray(target))))
-    diff = scores[0] - scores[1]
-    return ControllabilityReport(float(diff.mean()), float(scores[0].mean()), float(scores[1].mean()),
+    diffs, inferred_scores, random_scores = [], [], []
+    for start in range(0, b, sim.batch_size):
+        clip = frames_BTHWC[start:start + sim.batch_size, :needed]
+        inferred = sim.infer_actions(clip)[:, context_frames - 1:]
+        random_actions = rng.integers(0, sim.num_actions, size=inferred.shape)
+        target = jnp.asarray(clip[:, needed - 1], jnp.float32) / 255.0
+        scores = []
+        for actions in (inferred, random_actions):
+            sim.reset(clip[:, :context_frames])
+            for i in range(t):
+                frame = sim.step_batch(actions[:, i])
+            scores.append(np.asarray(psnr(jnp.asarray(frame, jnp.float32) / 255.0, target)))
+        inferred_scores.append(scores[0])
+        random_scores.append(scores[1])
+        diffs.append(scores[0] - scores[1])
+    diff, inferred_psnr, random_psnr = (np.concatenate(x) for x in (diffs, inferred_scores, random_scores))
+    return ControllabilityReport(float(diff.mean()), float(inferred_psnr.mean()), float(random_psnr.mean()),
                                  float(diff.std(ddof=1) / np.sqrt(b)) if b > 1 else float("nan"), b, t,
                                  context_frames)

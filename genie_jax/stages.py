@@ -110,12 +110,15 @@ def lam_loss(models: Trainable, frozen: dict, batch: dict, key: jax.Array) -> Lo
     return lam_loss_terms(models.lam, batch["frames"])
 
 
-def random_mask(key: jax.Array, shape_BTN: tuple[int, int, int], rate_min: float) -> jax.Array:
-    """MaskGIT training mask: a per-example rate drawn from U(rate_min, 1), frame 0 always visible."""
-    rate_key, mask_key = jax.random.split(key)
+def random_mask(key: jax.Array, shape_BTN: tuple[int, int, int], rate_min: float,
+                clean_frame_prob: float = 0.0) -> jax.Array:
+    """MaskGIT training mask: a per-example rate drawn from U(rate_min, 1); frame 0 always visible, and each later
+    frame left wholly visible with probability ``clean_frame_prob``."""
+    rate_key, mask_key, clean_key = jax.random.split(key, 3)
     rate = jax.random.uniform(rate_key, (shape_BTN[0], 1, 1), minval=rate_min, maxval=1.0)
     mask = jax.random.uniform(mask_key, shape_BTN) < rate
-    return mask.at[:, 0].set(False)
+    clean = jax.random.bernoulli(clean_key, clean_frame_prob, shape_BTN[:2] + (1,))
+    return (mask & ~clean).at[:, 0].set(False)
 
 
 def dynamics_loss(models: Trainable, frozen: dict, batch: dict, key: jax.Array) -> LossOut:
@@ -132,7 +135,7 @@ def dynamics_loss(models: Trainable, frozen: dict, batch: dict, key: jax.Array) 
     else:
         actions = frozen["lam"].infer_actions(frames)
     actions_BT = dynamics.align_actions(jax.lax.stop_gradient(actions))
-    mask = random_mask(key, tokens_BTN.shape, dynamics.cfg.mask_rate_min)
+    mask = random_mask(key, tokens_BTN.shape, dynamics.cfg.mask_rate_min, dynamics.cfg.clean_frame_prob)
     inputs = jnp.where(mask, dynamics.mask_id, tokens_BTN)
     logits = dynamics(inputs, actions_BT)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BTN)

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import linalg
 
 from genie_jax.metrics import (
     PSNR_CAP_DB,

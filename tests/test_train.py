@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -122,3 +121,17 @@ def test_clear_errors(tiny_data, tmp_path):
         config.train, tokenizer=dataclasses.replace(config.train.tokenizer, num_frames=99)))
     with pytest.raises(ValueError, match="exceeds the dataset's clip length"):
         train("tokenizer", too_long, tiny_data, tmp_path / "run2", progress=False)
+
+
+def test_random_mask_keeps_frame_zero_and_clean_frames_visible():
+    from genie_jax.stages import random_mask
+
+    key = jax.random.key(0)
+    mask = np.asarray(random_mask(key, (16, 8, 64), 0.5))
+    assert not mask[:, 0].any()
+    rates = mask[:, 1:].mean(axis=(1, 2))
+    assert (rates > 0.4).all()  # every later frame masked at U(0.5, 1)
+    assert not np.asarray(random_mask(key, (16, 8, 64), 0.5, clean_frame_prob=1.0)).any()
+    half = np.asarray(random_mask(key, (64, 8, 64), 0.5, clean_frame_prob=0.5))
+    clean_share = (~half[:, 1:].any(axis=2)).mean()
+    assert 0.35 < clean_share < 0.65

@@ -1,7 +1,7 @@
 """Video tokenizer: an ST-ViViT VQ-VAE. Frames -> discrete tokens (B, T, N) -> frames.
 
 Both encoder and decoder are ST-transformers with causal temporal attention, so the tokens of frame t carry
-information about frames <= t only.
+information about frames <= t only. ``encoder.depth = 0`` swaps the encoder for a per-patch MLP.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax
 from flax import nnx
 
 from genie_jax.config import TokenizerConfig
-from genie_jax.nn import STTransformer, dense, patchify, to_float_frames, unpatchify
+from genie_jax.nn import FeedForward, STTransformer, dense, patchify, to_float_frames, unpatchify
 from genie_jax.vq import VectorQuantizer, VQOutput
 
 
@@ -29,8 +29,13 @@ class VideoTokenizer(nnx.Module):
         self.num_tokens = (height // cfg.patch) * (width // cfg.patch)
         patch_dim = cfg.patch * cfg.patch * 3
         self.embed = dense(patch_dim, cfg.encoder.width, (None, "embed"), dtype=dtype, rngs=rngs)
-        self.encoder = STTransformer(cfg.encoder, num_tokens=self.num_tokens, max_frames=max_frames,
-                                     dtype=dtype, rngs=rngs)
+        # encoder.depth == 0: a per-patch residual MLP, so a token depends only on its patch's pixels. Then the
+        # same content gets the same token wherever it is, and a camera scroll of one patch is an exact shift
+        # of the token grid, which a small dynamics model learns far sooner than arbitrary re-coding.
+        self.per_patch = cfg.encoder.depth == 0
+        self.encoder = (FeedForward(cfg.encoder.width, cfg.encoder.ffn_dim, dtype=dtype, rngs=rngs) if self.per_patch
+                        else STTransformer(cfg.encoder, num_tokens=self.num_tokens, max_frames=max_frames,
+                                           dtype=dtype, rngs=rngs))
         self.to_code = dense(cfg.encoder.width, cfg.code_dim, ("embed", None), dtype=dtype, rngs=rngs)
         self.vq = VectorQuantizer(cfg.codebook_size, cfg.code_dim, reset_after=cfg.reset_dead_after, rngs=rngs)
         self.from_code = dense(cfg.code_dim, cfg.decoder.width, (None, "embed"), dtype=dtype, rngs=rngs)
@@ -40,7 +45,9 @@ class VideoTokenizer(nnx.Module):
 
     def encode(self, frames_BTHWC: jax.Array) -> tuple[VQOutput, jax.Array]:
         x = patchify(to_float_frames(frames_BTHWC), self.cfg.patch)
-        latents_BTND = self.to_code(self.encoder(self.embed(x)))
+        h = self.embed(x)
+        h = h + self.encoder(h) if self.per_patch else self.encoder(h)
+        latents_BTND = self.to_code(h)
         return self.vq(latents_BTND), latents_BTND
 
     def decode(self, quantized_BTND: jax.Array) -> jax.Array:
