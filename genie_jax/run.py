@@ -18,7 +18,7 @@ from pathlib import Path
 from flax import nnx
 
 from genie_jax.checkpoint import Checkpointer
-from genie_jax.config import STAGES, Config, check_stage, load_config_json, save_config
+from genie_jax.config import Config, check_stage, load_config_json, save_config
 from genie_jax.io_utils import atomic_write_json
 from genie_jax.stages import BUILDERS, ModelShape
 
@@ -37,9 +37,6 @@ class RunDir:
 
     def checkpoint_dir(self, stage: str) -> Path:
         return self.stage_dir(stage) / "checkpoints"
-
-    def metrics_path(self, stage: str) -> Path:
-        return self.stage_dir(stage) / "metrics.jsonl"
 
     def has_stage(self, stage: str) -> bool:
         return (self.stage_dir(stage) / "stage.json").is_file() and any(self.checkpoint_dir(stage).glob("[0-9]*"))
@@ -63,9 +60,6 @@ class RunDir:
 
     def stage_config(self, stage: str) -> Config:
         return load_config_json(self.stage_dir(stage) / "config.json")
-
-    def available_stages(self) -> list[str]:
-        return [s for s in STAGES if self.has_stage(s)]
 
 
 def trained_in(run: RunDir, name: str) -> str:

@@ -7,7 +7,7 @@ W frames the window slides (the oldest frame drops out).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -129,11 +129,6 @@ class WorldSimulator:
             raise ValueError(f"state of shape {state.tokens_BWN.shape} does not fit this simulator "
                              f"({self.batch_size} worlds, window {self.window}, {self.num_tokens} tokens)")
         self._state = state
-
-    def with_sampling(self, **changes) -> "WorldSimulator":
-        """A simulator over the same models with other sampling settings (steps, temperature, schedule)."""
-        return WorldSimulator(self.tokenizer, self.lam, self.dynamics, sampling=replace(self.sampling, **changes),
-                              batch_size=self.batch_size, seed=self._seed)
 
     # ------------------------------------------------------------------------------------------------------
     def _require_state(self) -> SimulatorState:

@@ -23,7 +23,7 @@ from genie_jax.checkpoint import Checkpointer
 from genie_jax.config import Config, TrainConfig, config_to_dict
 from genie_jax.data import ClipDataset, Loader
 from genie_jax.metrics_log import MetricsLog
-from genie_jax.run import RunDir, RunError, load_model
+from genie_jax.run import RunDir, RunError, load_model, trained_in
 from genie_jax.sharding import batch_sharding, batch_shards, make_mesh, state_shardings
 from genie_jax.stages import (BUILDERS, LOSSES, ModelShape, Trainable, after_update, eval_metrics, frozen_names,
                               trainable_names)
@@ -234,8 +234,6 @@ def _restore(checkpointer: Checkpointer, step: int, state):
 
 
 def _check_compatible(run: RunDir, name: str, shape: ModelShape) -> None:
-    from genie_jax.run import trained_in
-
     saved = ModelShape(**run.stage_record(trained_in(run, name))["shape"])
     if (saved.height, saved.width) != (shape.height, shape.width):
         raise RunError(f"the {name} in {run.root} was trained on {saved.height}x{saved.width} frames but this "
