@@ -148,8 +148,8 @@ def check_stage(stage: str) -> None:
 # Loading and overriding
 
 
-def load_preset(path: str | Path) -> Config:
-    """Runs ``get_config()`` from a preset file such as ``configs/demo.py``."""
+def load_preset_module(path: str | Path) -> types.ModuleType:
+    """Executes a preset file such as ``configs/demo.py`` and returns it as a module."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (presets live in configs/, e.g. configs/demo.py)")
@@ -157,6 +157,12 @@ def load_preset(path: str | Path) -> Config:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_preset(path: str | Path) -> Config:
+    """Runs ``get_config()`` from a preset file such as ``configs/demo.py``."""
+    module = load_preset_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} must define get_config() -> genie_jax.config.Config")
     config = module.get_config()

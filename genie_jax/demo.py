@@ -7,14 +7,13 @@ latent action from the same start, and a labelled grid of all of them), ``mixed_
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from genie_jax.config import apply_overrides, load_preset, preset_path
+from genie_jax.config import apply_overrides, load_preset, load_preset_module, preset_path
 from genie_jax.data import ClipDataset, DataError
 from genie_jax.evaluate import action_alignment, delta_t_psnr, validation_clips
 from genie_jax.io_utils import atomic_write_json
@@ -36,10 +35,7 @@ SCALE = 4
 
 
 def demo_data_settings() -> dict:
-    spec = importlib.util.spec_from_file_location("genie_demo_preset", preset_path("demo"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dict(module.DEMO_DATA)
+    return dict(load_preset_module(preset_path("demo")).DEMO_DATA)
 
 
 def ensure_dataset(data_dir: Path, settings: dict) -> ClipDataset:
