@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import json
+import logging
 import os
 import shutil
 import uuid
@@ -32,6 +32,8 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_ingest.atomic import write_json_atomic
+
 FORMAT_NAME = "genie_clips"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "genie_dataset.json"
@@ -39,7 +41,12 @@ TFDS_SUBDIR = "tfds"
 
 
 class ClipSource(Protocol):
-    """A video or episode: ``load()`` gives frames uint8 [T, H, W, 3] and actions int [T-1] (or None: unknown)."""
+    """A video or episode: ``load()`` gives frames uint8 [T, H, W, 3] and actions int [T-1] (or None: unknown).
+
+    A source may instead (or also) offer ``iter_clips()``, yielding already-cut clips (frames uint8
+    [clip_len, H, W, 3], actions int [clip_len-1]); the builder then streams them and never calls ``load()``, so a
+    long video is never whole in memory.
+    """
 
     @property
     def name(self) -> str: ...
@@ -113,7 +120,8 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
         return None
 
     def __init__(self, *, sources: Sequence[ClipSource], splits: Mapping[str, Sequence[int]], stride: int,
-                 action_meanings: Sequence[str], **kwargs: Any):
+                 action_meanings: Sequence[str], beam: bool = False, **kwargs: Any):
+        self._beam = beam  # run per-source generation as a Beam pipeline (pass beam_runner via download_config)
         self._sources = list(sources)
         self._splits = {k: list(v) for k, v in splits.items()}
         self._stride = stride
@@ -140,36 +148,137 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
                                             action_meanings=list(self._action_meanings)),
         )
 
-    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+    def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
+        if self._beam:
+            return {name: self._beam_transform(name) for name in self._splits}
         return {name: self._generate_examples(name) for name in self._splits}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        c = self.builder_config
         digests = self.clip_digests.setdefault(split, [])
         for source_id in self._splits[split]:
-            source = self._sources[source_id]
-            frames_THWC, actions_T = source.load()
-            frames_THWC = np.asarray(frames_THWC)
-            if frames_THWC.dtype != np.uint8 or frames_THWC.ndim != 4 or frames_THWC.shape[1:] != (
-                    c.height, c.width, 3):
-                raise ValueError(f"source {source.name!r}: frames must be uint8 [T, {c.height}, {c.width}, 3], "
-                                 f"got {frames_THWC.dtype} {list(frames_THWC.shape)}")
-            if actions_T is not None:
-                actions_T = np.asarray(actions_T)
-                bad = actions_T[(actions_T < -1) | (actions_T >= len(self._action_meanings))]
-                if bad.size:
-                    raise ValueError(f"source {source.name!r}: action {int(bad[0])} outside "
-                                     f"[-1, {len(self._action_meanings)})")
-            clips = cut_clips(frames_THWC, actions_T, clip_len=c.clip_len, stride=self._stride)
-            for clip_index, (frames, actions) in enumerate(clips):
-                key = f"{source_id:07d}_{clip_index:07d}"
-                frames = np.ascontiguousarray(frames, np.uint8)
-                actions = np.ascontiguousarray(actions, np.int32)
-                h = hashlib.sha256(key.encode())
-                h.update(frames.tobytes())
-                h.update(actions.astype("<i4").tobytes())
-                digests.append(h.hexdigest())
-                yield key, {"frames": frames, "actions": actions, "source_id": np.int64(source_id)}
+            for key, example in source_examples(self._sources[source_id], source_id, self.builder_config,
+                                                stride=self._stride, num_actions=len(self._action_meanings)):
+                digests.append(clip_digest(key, example))
+                yield key, example
+
+    def _beam_transform(self, split: str) -> Any:
+        """Beam path: one element per source, cut into clips on the workers (sources must be picklable).
+
+        The per-clip digests of the fingerprint are then not collected here; callers recompute it from the records.
+        """
+        try:
+            import apache_beam as beam
+        except ImportError:
+            raise RuntimeError("beam=True needs Apache Beam: pip install apache-beam") from None
+        sources, config, stride, n = self._sources, self.builder_config, self._stride, len(self._action_meanings)
+        return (f"{split}_sources" >> beam.Create(self._splits[split])
+                | f"{split}_clips" >> beam.FlatMap(
+                    lambda source_id: source_examples(sources[source_id], source_id, config, stride=stride,
+                                                      num_actions=n)))
+
+
+def source_examples(source: ClipSource, source_id: int, config: GenieClipsConfig, *, stride: int,
+                    num_actions: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """All examples of one source as (key, example): a pure function of its arguments (so Beam can run it)."""
+    if hasattr(source, "iter_clips"):
+        clips = source.iter_clips()
+    else:
+        frames_THWC, actions_T = source.load()
+        frames_THWC = np.asarray(frames_THWC)
+        if frames_THWC.dtype != np.uint8 or frames_THWC.ndim != 4 or frames_THWC.shape[1:] != (
+                config.height, config.width, 3):
+            raise ValueError(f"source {source.name!r}: frames must be uint8 [T, {config.height}, {config.width}, 3], "
+                             f"got {frames_THWC.dtype} {list(frames_THWC.shape)}")
+        clips = cut_clips(frames_THWC, actions_T, clip_len=config.clip_len, stride=stride)
+    want = (config.clip_len, config.height, config.width, 3)
+    for clip_index, (frames, actions) in enumerate(clips):
+        frames = np.ascontiguousarray(frames, np.uint8)
+        actions = np.ascontiguousarray(_checked_actions(source, actions, num_actions), np.int32)
+        if frames.shape != want or actions.shape != (config.clip_len - 1,):
+            raise ValueError(f"source {source.name!r}: clip {clip_index} has frames {list(frames.shape)} and actions "
+                             f"{list(actions.shape)}, expected {list(want)} and [{config.clip_len - 1}]")
+        yield (f"{source_id:07d}_{clip_index:07d}",
+               {"frames": frames, "actions": actions, "source_id": np.int64(source_id)})
+
+
+def _checked_actions(source: ClipSource, actions: np.ndarray | None, num_actions: int) -> np.ndarray | None:
+    if actions is None:
+        return None
+    actions = np.asarray(actions)
+    bad = actions[(actions < -1) | (actions >= num_actions)]
+    if bad.size:
+        raise ValueError(f"source {source.name!r}: action {int(bad[0])} outside [-1, {num_actions})")
+    return actions
+
+
+def clip_digest(key: str, example: Mapping[str, Any]) -> str:
+    """sha256 of one record (key, frames, actions): the unit of the dataset fingerprint."""
+    h = hashlib.sha256(key.encode())
+    h.update(np.ascontiguousarray(example["frames"], np.uint8).tobytes())
+    h.update(np.asarray(example["actions"]).astype("<i4").tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_of(clip_digests: Mapping[str, Sequence[str]]) -> str:
+    """Order-free dataset fingerprint: per split, its sorted per-clip digests."""
+    fingerprint = hashlib.sha256()
+    for name in sorted(clip_digests):
+        fingerprint.update(name.encode())
+        for d in sorted(clip_digests[name]):
+            fingerprint.update(d.encode())
+    return fingerprint.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltRecords:
+    """What ``build_clip_records`` wrote: clips per split, the fingerprint, and the TFDS version directory."""
+
+    num_clips: dict[str, int]
+    fingerprint: str
+    tfds_dir: Path
+
+
+def build_clip_records(build_dir: Path, sources: Sequence[ClipSource], splits: Mapping[str, Sequence[int]], *,
+                       clip_len: int, stride: int, height: int, width: int,
+                       action_meanings: Sequence[str]) -> BuiltRecords:
+    """Writes the ArrayRecord shards of ``sources`` under ``build_dir / "tfds"`` (which the caller owns and moves).
+
+    Raises ValueError if a split gets no clip.
+    """
+    config = GenieClipsConfig(name=f"t{clip_len}_{height}x{width}", clip_len=clip_len, height=height, width=width)
+    with _quiet_tfds():
+        builder = GenieClips(sources=sources, splits=splits, stride=stride, action_meanings=action_meanings,
+                             config=config, data_dir=str(build_dir / TFDS_SUBDIR), file_format="array_record")
+        builder.download_and_prepare(download_dir=str(build_dir / ".downloads"))
+    shutil.rmtree(build_dir / ".downloads", ignore_errors=True)
+    num_clips = {name: int(builder.info.splits[name].num_examples) for name in splits}
+    empty = [name for name, n in num_clips.items() if n == 0]
+    if empty:
+        raise ValueError(f"split(s) {empty} got no clips: every source there is shorter than clip_len="
+                         f"{clip_len}; use longer sources or a shorter clip_len")
+    return BuiltRecords(num_clips, fingerprint_of(builder.clip_digests), Path(builder.data_dir))
+
+
+def dataset_manifest(records: BuiltRecords, root: Path, *, names: Sequence[str], splits: Mapping[str, Sequence[int]],
+                     clip_len: int, stride: int, height: int, width: int, action_meanings: Sequence[str],
+                     metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``genie_dataset.json`` contents; ``tfds_dir`` is written relative to ``root`` (the dataset directory)."""
+    clash = _RESERVED_KEYS & set(metadata or {})
+    if clash:
+        raise ValueError(f"metadata keys {sorted(clash)} are reserved by the manifest")
+    return {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION,
+        "clip_len": clip_len, "height": height, "width": width, "stride": stride,
+        "action_meanings": list(action_meanings), "num_clips": records.num_clips, "sources": list(names),
+        "splits": {name: [names[i] for i in ids] for name, ids in splits.items()},
+        "fingerprint": records.fingerprint,
+        "tfds_dir": str(records.tfds_dir.relative_to(root)),
+        **dict(metadata or {}),
+    }
+
+
+_RESERVED_KEYS = frozenset({"format", "version", "clip_len", "height", "width", "action_meanings", "num_clips",
+                            "sources", "splits", "fingerprint", "tfds_dir", "stride"})
 
 
 def write_clip_dataset(out_dir: str | os.PathLike, sources: Sequence[ClipSource], *, clip_len: int,
@@ -188,9 +297,7 @@ def write_clip_dataset(out_dir: str | os.PathLike, sources: Sequence[ClipSource]
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError("source names must be unique")
-    reserved = {"format", "version", "clip_len", "height", "width", "action_meanings", "num_clips", "sources",
-                "splits", "fingerprint", "tfds_dir", "stride"}
-    clash = reserved & set(metadata or {})
+    clash = _RESERVED_KEYS & set(metadata or {})
     if clash:
         raise ValueError(f"metadata keys {sorted(clash)} are reserved by the manifest")
     _check_out_dir(out_dir, overwrite)
@@ -200,34 +307,12 @@ def write_clip_dataset(out_dir: str | os.PathLike, sources: Sequence[ClipSource]
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        config = GenieClipsConfig(name=f"t{clip_len}_{height}x{width}", clip_len=clip_len, height=height,
-                                  width=width)
-        builder = GenieClips(sources=sources, splits=splits, stride=stride, action_meanings=action_meanings,
-                             config=config, data_dir=str(tmp / TFDS_SUBDIR), file_format="array_record")
-        with _quiet_tfds():
-            builder.download_and_prepare(download_dir=str(tmp / ".downloads"))
-        shutil.rmtree(tmp / ".downloads", ignore_errors=True)
-        num_clips = {name: int(builder.info.splits[name].num_examples) for name in splits}
-        empty = [name for name, n in num_clips.items() if n == 0]
-        if empty:
-            raise ValueError(f"split(s) {empty} got no clips: every source there is shorter than clip_len="
-                             f"{clip_len}; use longer sources or a shorter clip_len")
-        fingerprint = hashlib.sha256()
-        for name in sorted(builder.clip_digests):  # order-free: sorted per-clip digests
-            fingerprint.update(name.encode())
-            for d in sorted(builder.clip_digests[name]):
-                fingerprint.update(d.encode())
-        manifest = {
-            "format": FORMAT_NAME, "version": FORMAT_VERSION,
-            "clip_len": clip_len, "height": height, "width": width, "stride": stride,
-            "action_meanings": list(action_meanings), "num_clips": num_clips, "sources": names,
-            "splits": {name: [names[i] for i in ids] for name, ids in splits.items()},
-            "fingerprint": fingerprint.hexdigest(),
-            "tfds_dir": str(Path(builder.data_dir).relative_to(tmp)),
-            **dict(metadata or {}),
-        }
+        records = build_clip_records(tmp, sources, splits, clip_len=clip_len, stride=stride, height=height,
+                                     width=width, action_meanings=action_meanings)
+        manifest = dataset_manifest(records, tmp, names=names, splits=splits, clip_len=clip_len, stride=stride,
+                                    height=height, width=width, action_meanings=action_meanings, metadata=metadata)
         # Written last, and inside the temp dir: its presence marks a complete dataset.
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        write_json_atomic(tmp / MANIFEST_NAME, manifest)
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -267,23 +352,23 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
 
 @contextlib.contextmanager
 def _quiet_tfds() -> Iterator[None]:
-    """TFDS prints a banner and progress bars while preparing: noise in a CLI summary."""
+    """TFDS prints a banner, progress bars and absl warnings ("custom data configuration") while preparing: noise
+    in a CLI summary."""
     from tensorflow_datasets.core.utils import tqdm_utils
 
     was_active = getattr(tqdm_utils, "_active", True)
+    absl_logger = logging.getLogger("absl")
+    was_level = absl_logger.level
     tfds.disable_progress_bar()
+    absl_logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         tfds.display_progress_bar(was_active)
+        absl_logger.setLevel(was_level)
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # NumPy scalars and arrays in metadata
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to the manifest as JSON")
-
-
-__all__ = ["ClipSource", "FORMAT_NAME", "FORMAT_VERSION", "GenieClips", "GenieClipsConfig", "MANIFEST_NAME",
-           "assign_splits", "cut_clips", "write_clip_dataset"]
+__all__ = ["BuiltRecords", "ClipSource", "FORMAT_NAME", "FORMAT_VERSION", "GenieClips", "GenieClipsConfig",
+           "MANIFEST_NAME", "assign_splits", "build_clip_records", "clip_digest", "cut_clips", "dataset_manifest",
+           "fingerprint_of", "source_examples", "write_clip_dataset", "write_json_atomic"]

@@ -1,0 +1,129 @@
+"""Ingest throughput against bare PyAV decoding of the same files (the limit: every frame must be decoded).
+
+Makes N synthetic gameplay-like videos (H.264, 30 fps), then times, with 1 and W workers:
+  decode   PyAV decoding every frame and nothing else (same decoder threading as ingest);
+  process  ingest's per-source work: hash, decode, resample, resize, filter, cut, stage (no dataset build);
+  ingest   the whole `genie ingest` run: process + dedupe + TFDS ArrayRecord build + manifest.
+Throughput is in source (decoded) frames per second; the target is ingest <= 1.5x the cost of decoding.
+
+    python benchmarks/ingest_throughput.py [--videos 4] [--frames 600] [--width 640] [--height 360]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_ingest.decode import default_threads
+from data_ingest.process import process_source
+from data_ingest.settings import IngestSettings
+from data_ingest.sources import discover
+from data_ingest.video_ingest import IngestOptions, ingest_video_sources
+
+
+def make_video(path: Path, frames: int, width: int, height: int, seed: int) -> None:
+    """A scrolling tiled level with a moving sprite: textured like 2D gameplay, compressible like it."""
+    rng = np.random.default_rng(seed)
+    px = max(2, width // 160)  # texel size: tiles stay visible at 64x64 whatever the source resolution
+    tile = np.repeat(np.repeat(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8), px, 0), px, 1)
+    side = tile.shape[0]
+    world = np.tile(tile, (height // side + 1, (width + frames * 4) // side + 2, 1))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "23"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            img = np.ascontiguousarray(world[:height, i * 4:i * 4 + width])
+            img[height // 2:height // 2 + 24, (i * 7) % (width - 24):(i * 7) % (width - 24) + 24] = (255, 40, 40)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def decode_only(path: str, threads: int) -> int:
+    n = 0
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        for _ in c.decode(stream):
+            n += 1
+    return n
+
+
+def timed_pool(fn, jobs: list[tuple], workers: int) -> tuple[float, list]:
+    start = time.perf_counter()
+    if workers == 1:
+        results = [fn(*job) for job in jobs]
+    else:
+        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_noop, range(workers)))  # start the workers before the clock matters
+            start = time.perf_counter()
+            results = list(pool.map(fn, *zip(*jobs, strict=True)))
+    return time.perf_counter() - start, results
+
+
+def _noop(_: int) -> None:
+    return None
+
+
+def _process(spec, settings, out, threads):
+    return process_source(spec, settings, out, threads=threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=600, help="frames per video (30 fps)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ingest_bench_"))
+    try:
+        videos = tmp / "videos"
+        videos.mkdir()
+        for i in range(args.videos):
+            make_video(videos / f"v{i}.mp4", args.frames, args.width, args.height, seed=i)
+        total = args.videos * args.frames
+        settings = IngestSettings(height=64, width=64)
+        specs = discover([str(videos)], tmp / "none").specs
+        rows = []
+        for workers in sorted({1, args.workers}):
+            threads = default_threads(workers)
+            t_dec, counts = timed_pool(decode_only, [(str(v), threads) for v in sorted(videos.iterdir())], workers)
+            assert sum(counts) == total, counts
+            out = tmp / f"process{workers}"
+            out.mkdir()
+            t_proc, _ = timed_pool(_process, [(s, settings, str(out), threads) for s in specs], workers)
+            start = time.perf_counter()
+            report = ingest_video_sources([str(videos)], tmp / f"ingest{workers}",
+                                          IngestOptions(settings=settings, workers=workers, val_fraction=0.25),
+                                          log=lambda _: None)
+            t_ing = time.perf_counter() - start
+            assert report.dataset_written and report.manifest["totals"]["frames"]["decoded"] == total, report.summary
+            for name, t in (("decode", t_dec), ("process", t_proc), ("ingest", t_ing)):
+                rows.append((name, workers, total, t, total / t, total / t / workers, t / t_dec))
+        print(f"{args.videos} videos x {args.frames} frames, {args.width}x{args.height} H.264 30 fps -> 64x64 "
+              f"at 10 fps; {multiprocessing.cpu_count()} CPU cores")
+        print(f"| {'stage':8} | workers | frames | seconds | frames/s | frames/s/worker | cost vs decode |")
+        print("|----------|---------|--------|---------|----------|-----------------|----------------|")
+        for name, w, n, t, fps, fpw, ratio in rows:
+            print(f"| {name:8} | {w:7} | {n:6} | {t:7.2f} | {fps:8.0f} | {fpw:15.0f} | {ratio:13.2f}x |")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Streaming frame sources: decode (PyAV) or load (Pillow), resample to the target FPS, resize to the target size.
+
+Every function here yields one frame at a time, so a long video is never whole in memory. Only the frames that
+survive resampling are converted and resized (by FFmpeg's swscale, straight to the small target size), which keeps
+ingest close to the cost of bare decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+from data_ingest.settings import IngestSettings
+
+# Containers round timestamps (WebM to 1 ms): a frame this close after an output time still counts as on time.
+_TIME_SLACK = Fraction(1, 1000)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+
+
+class SourceError(Exception):
+    """A source that cannot be ingested; the message says why (it goes into the manifest and the summary)."""
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """A decoded frame: its index in the source, its time in seconds from the first frame, the picture."""
+
+    index: int
+    time: Fraction
+    image: av.VideoFrame | np.ndarray  # ndarray: uint8 [H, W, 3]
+
+
+def check_resolution(width: int, height: int, settings: IngestSettings) -> None:
+    if min(width, height) < 8 or max(width, height) > settings.max_side:
+        raise SourceError(f"absurd resolution {width}x{height} (sides must be 8..{settings.max_side} px; "
+                          "see --max-side)")
+
+
+def video_frames(path: Path, settings: IngestSettings, threads: int = 0) -> Iterator[RawFrame]:
+    """Decodes the first video stream of ``path`` in presentation order. Raises SourceError on unreadable input.
+
+    threads: decoder threads (0 = FFmpeg's choice).
+    """
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"cannot open as video: {_av_message(exc)}") from None
+    with container:
+        if not container.streams.video:
+            raise SourceError("no video stream in the file")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise SourceError("unsupported codec: FFmpeg has no decoder for this video stream")
+        check_resolution(stream.codec_context.width, stream.codec_context.height, settings)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        rate = stream.average_rate or stream.guessed_rate or Fraction(settings.fps)
+        index = 0
+        start = last = None
+        try:
+            for frame in container.decode(stream):
+                if frame.width != stream.codec_context.width or frame.height != stream.codec_context.height:
+                    check_resolution(frame.width, frame.height, settings)
+                t = (Fraction(frame.pts) * stream.time_base if frame.pts is not None and stream.time_base
+                     else Fraction(index) / Fraction(rate))
+                start = t if start is None else start
+                t -= start
+                if last is not None and t <= last:  # broken timestamps: keep time moving forward
+                    t = last + 1 / Fraction(rate)
+                last = t
+                yield RawFrame(index, t, frame)
+                index += 1
+        except av.FFmpegError as exc:
+            raise SourceError(f"decode error after {index} frames: {_av_message(exc)}") from None
+        if index == 0:
+            raise SourceError("no decodable video frames (empty, truncated or unsupported codec)")
+
+
+def numbered_images(paths: Iterable[Path]) -> list[Path]:
+    """The image files among ``paths`` whose name holds a number, ordered by that (last) number, then name."""
+    numbered = []
+    for p in paths:
+        digits = re.findall(r"\d+", p.stem)
+        if p.suffix.lower() in IMAGE_EXTENSIONS and digits:
+            numbered.append((int(digits[-1]), p.name, p))
+    return [p for _, _, p in sorted(numbered)]
+
+
+def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[RawFrame]:
+    """Loads a folder's numbered images as one video at ``settings.image_fps``. Raises SourceError on the first
+    unreadable, absurd or differently sized image (a gap or resize mid-sequence would corrupt the video)."""
+    rate = Fraction(str(settings.image_fps)).limit_denominator(1001)
+    size = None
+    for index, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                check_resolution(*img.size, settings)
+                rgb = np.asarray(img.convert("RGB"))
+        except SourceError as exc:
+            raise SourceError(f"{path.name}: {exc}") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            reason = str(exc).replace(f"'{path}'", "").replace(str(path), "").strip() or type(exc).__name__
+            raise SourceError(f"unreadable image {path.name}: {reason}") from None
+        if size is not None and rgb.shape != size:
+            raise SourceError(f"image {path.name} is {rgb.shape[1]}x{rgb.shape[0]}, earlier frames are "
+                              f"{size[1]}x{size[0]}: a frame folder must hold one video")
+        size = rgb.shape
+        yield RawFrame(index, index / rate, rgb)
+
+
+def resample(frames: Iterable[RawFrame], fps: Fraction) -> Iterator[RawFrame]:
+    """Sample-and-hold to ``fps``: output frame k shows the latest source frame at or before time k / fps.
+
+    Slower sources repeat frames, faster ones skip them; a yielded RawFrame keeps its source index (so actions
+    can be realigned) and gets the output time.
+    """
+    k = 0
+    prev: RawFrame | None = None
+    for frame in frames:
+        while prev is not None and k / fps + _TIME_SLACK < frame.time:
+            yield RawFrame(prev.index, k / fps, prev.image)
+            k += 1
+        prev = frame
+    while prev is not None and k / fps <= prev.time + _TIME_SLACK:
+        yield RawFrame(prev.index, k / fps, prev.image)
+        k += 1
+
+
+def scaled_size(src_w: int, src_h: int, settings: IngestSettings) -> tuple[int, int]:
+    """Size to scale a (src_w x src_h) picture to before cropping (crop) or padding (pad) to the target."""
+    out_w, out_h = settings.width, settings.height
+    if settings.resize == "stretch":
+        return out_w, out_h
+    if settings.resize == "crop":
+        scale = max(out_w / src_w, out_h / src_h)
+        return max(out_w, round(src_w * scale)), max(out_h, round(src_h * scale))
+    scale = min(out_w / src_w, out_h / src_h)
+    return min(out_w, max(1, round(src_w * scale))), min(out_h, max(1, round(src_h * scale)))
+
+
+def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
+              reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """Resizes one picture to uint8 [height, width, 3] with the settings' policy (crop/pad/stretch).
+
+    Pass the same ``reformatter`` for every frame of a video: it keeps FFmpeg's scaler set up between frames
+    (a fresh one per frame costs ~5x more than the scaling itself).
+    """
+    if isinstance(image, np.ndarray):
+        image = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    w, h = scaled_size(image.width, image.height, settings)
+    reformatter = reformatter or VideoReformatter()
+    # AREA averages source pixels: the right filter for large downscales (bilinear would alias).
+    rgb = reformatter.reformat(image, width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+    out_h, out_w = settings.height, settings.width
+    if (h, w) == (out_h, out_w):
+        return rgb
+    if settings.resize == "crop":
+        top, left = (h - out_h) // 2, (w - out_w) // 2
+        return np.ascontiguousarray(rgb[top:top + out_h, left:left + out_w])
+    out = np.zeros((out_h, out_w, 3), np.uint8)
+    top, left = (out_h - h) // 2, (out_w - w) // 2
+    out[top:top + h, left:left + w] = rgb
+    return out
+
+
+def target_frames(frames: Iterable[RawFrame], settings: IngestSettings) -> Iterator[tuple[int, np.ndarray]]:
+    """Resample + resize: yields (source index, uint8 [H, W, 3]) at the target rate and size.
+
+    A source frame repeated by upsampling is resized once.
+    """
+    last_index, last_rgb = -1, None
+    reformatter = VideoReformatter()
+    for frame in resample(frames, settings.fps_fraction):
+        if frame.index != last_index:
+            last_index, last_rgb = frame.index, to_target(frame.image, settings, reformatter)
+        yield last_index, last_rgb
+
+
+def file_sha256(paths: Iterable[Path]) -> str:
+    """sha256 over the bytes of ``paths`` in order (name-free: a renamed file keeps its hash)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _av_message(exc: BaseException) -> str:
+    # FFmpeg's own words ("Invalid data found when processing input"), without PyAV's errno and path.
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def default_threads(workers: int) -> int:
+    """Decoder threads per worker: the machine's cores shared out, so workers do not oversubscribe them."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "RawFrame",
+    "SourceError",
+    "check_resolution",
+    "default_threads",
+    "file_sha256",
+    "image_frames",
+    "numbered_images",
+    "resample",
+    "scaled_size",
+    "target_frames",
+    "to_target",
+    "video_frames",
+]

@@ -1,0 +1,208 @@
+"""Processing one source, start to end: hash it, decode, resample, resize, filter, cut clips, stage them.
+
+``process_source`` never raises for bad input: it returns a result whose status is "ok" (clips staged),
+"dropped" (readable but nothing worth keeping, e.g. too short) or "failed" (unreadable; ``reason`` says why).
+It runs in worker processes, so it takes and returns plain picklable values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_ingest.decode import RawFrame, SourceError, file_sha256, image_frames, target_frames, video_frames
+from data_ingest.filters import CUT, clip_signature, load_quality_filter, segment
+from data_ingest.settings import IngestSettings
+from data_ingest.sources import SourceSpec
+from data_ingest.staging import StageWriter, staged_result
+
+RESULT_VERSION = 1
+
+
+def source_key(spec: SourceSpec, settings: IngestSettings, content_hash: str) -> str:
+    """The staged directory name: same content under the same settings -> same key, whatever the file is called."""
+    text = f"v{RESULT_VERSION}|{settings.digest()}|{spec.kind}|{content_hash}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def content_hash(spec: SourceSpec, seed: int) -> str:
+    """sha256 of everything that decides the source's clips: file bytes, frame images, sidecar, or game settings."""
+    if spec.kind == "atari":
+        return hashlib.sha256(json.dumps([spec.path, seed, spec.provenance], sort_keys=True).encode()).hexdigest()
+    files = [Path(f) for f in spec.frames] if spec.kind == "frames" else [Path(spec.path)]
+    digest = file_sha256(files)
+    if spec.sidecar:
+        digest = hashlib.sha256((digest + file_sha256([Path(spec.sidecar)])).encode()).hexdigest()
+    return digest
+
+
+def process_source(spec: SourceSpec, settings: IngestSettings, out_dir: str, *, threads: int = 0,
+                   seed: int = 0) -> dict[str, Any]:
+    """Stages ``spec``'s clips under ``out_dir/.ingest`` (or finds them staged) and returns its result record."""
+    base = {"name": spec.name, "kind": spec.kind, "provenance": spec.provenance}
+    try:
+        digest = content_hash(spec, seed)
+    except OSError as exc:
+        return {**base, "status": "failed", "reason": f"cannot read: {exc.strerror or exc}"}
+    key = source_key(spec, settings, digest)
+    done = staged_result(Path(out_dir), key)
+    if done is not None:
+        return {**done, **base, "reused": True}
+    writer = StageWriter(Path(out_dir), key)
+    try:
+        record = _run(spec, settings, writer, threads=threads, seed=seed)
+    except SourceError as exc:
+        writer.abort()
+        return {**base, "status": "failed", "reason": str(exc), "sha256": digest}
+    except Exception as exc:  # noqa: BLE001 (a bug or an odd file must not stop the other sources)
+        writer.abort()
+        return {**base, "status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}",
+                "sha256": digest}
+    record = {**record, "sha256": digest, "key": key, "result_version": RESULT_VERSION}
+    writer.commit(record, settings.clip_len)
+    return {**record, **base, "reused": False}
+
+
+def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, threads: int,
+         seed: int) -> dict[str, Any]:
+    actions_T, meanings = (None, None)
+    if spec.kind == "atari":
+        from data_ingest.atari import play  # optional extra: imported only when asked for
+
+        raw, actions_T, meanings = play(spec, settings, seed=seed)
+    elif spec.kind == "frames":
+        raw = image_frames([Path(f) for f in spec.frames], settings)
+    else:
+        raw = video_frames(Path(spec.path), settings, threads=threads)
+    if spec.sidecar:
+        actions_T, meanings = load_sidecar(Path(spec.sidecar))
+    quality = load_quality_filter(settings.quality_filter)
+    counts: Counter = Counter()
+    probe = _Probe(raw, counts)
+    resampled = _counted(target_frames(probe, settings), counts, "resampled")
+    kept_end: dict[int, int] = {}  # segment -> end of the last kept clip, for counting kept frames once
+    for frames, src_index, seg, start in cut_segments(segment(resampled, settings, counts), settings, counts):
+        if float(quality(frames)) < settings.min_quality:
+            counts["low_quality_clips"] += 1
+            continue
+        actions = aligned_actions(actions_T, src_index, spec.sidecar)
+        writer.add(frames, actions, clip_signature(frames))
+        end = start + settings.clip_len
+        counts["kept"] += end - max(start, kept_end.get(seg, 0))
+        kept_end[seg] = end
+    decoded = counts["decoded"]
+    if spec.sidecar and len(actions_T) != max(decoded - 1, 0):  # (a game's episode may end before its actions)
+        raise SourceError(f"sidecar {Path(spec.sidecar).name} has {len(actions_T)} "
+                          f"actions but the video has {decoded} frames (needs {max(decoded - 1, 0)}: one between "
+                          "each pair of frames)")
+    record = {
+        "status": "ok", "reason": "",
+        "source": {"width": probe.width, "height": probe.height, "duration_s": round(float(probe.last_time), 3)},
+        "frames": {"decoded": decoded, "resampled": counts["resampled"], "kept": counts["kept"]},
+        "dropped_frames": {"blank": counts["blank"], "static": counts["static"],
+                           "short_segment": counts["short_segment"],
+                           "not_in_clip": counts["long_segment"] - counts["kept"]},
+        "scene_cuts": counts["scene_cuts"],
+        "clips": {"staged": writer.num_clips, "low_quality": counts["low_quality_clips"]},
+        "action_meanings": list(meanings) if meanings is not None else None,
+    }
+    if counts["resampled"] < settings.min_frames:
+        record.update(status="dropped", reason=f"too short: {decoded} frame(s), {counts['resampled']} at "
+                      f"{settings.fps:g} fps; need {settings.min_frames} (see --min-seconds)")
+        record["clips"]["staged"] = 0
+        writer.discard_clips()
+    elif writer.num_clips == 0:
+        record.update(status="dropped", reason="no clip left after filtering (blank, static, scene cuts, quality)")
+    return record
+
+
+class _Probe:
+    """Passes raw frames through, counting them and noting the source size and duration."""
+
+    def __init__(self, frames: Iterable[RawFrame], counts: Counter):
+        self._frames, self._counts = frames, counts
+        self.width = self.height = 0
+        self.last_time: Any = 0
+
+    def __iter__(self) -> Iterator[RawFrame]:
+        for frame in self._frames:
+            if self._counts["decoded"] == 0:
+                image = frame.image
+                self.height, self.width = (image.shape[:2] if isinstance(image, np.ndarray)
+                                           else (image.height, image.width))
+            self._counts["decoded"] += 1
+            self.last_time = frame.time
+            yield frame
+
+
+def _counted(items: Iterable, counts: Counter, name: str) -> Iterator:
+    for item in items:
+        counts[name] += 1
+        yield item
+
+
+def cut_segments(stream: Iterable[tuple[int, np.ndarray] | None], settings: IngestSettings,
+                 counts: Counter) -> Iterator[tuple[np.ndarray, list[int], int, int]]:
+    """Cuts a frame stream with CUTs into clips: yields (frames uint8 [T, H, W, 3], source indices [T], segment,
+    start within the segment). Never crosses a CUT; holds only the last clip_len frames."""
+    clip_len, stride = settings.clip_len, settings.clip_stride
+    window: deque = deque(maxlen=clip_len)
+    seg = pos = 0
+
+    def close() -> None:
+        counts["short_segment" if pos < clip_len else "long_segment"] += pos
+
+    for item in stream:
+        if item is CUT:
+            if pos:
+                close()
+                seg, pos = seg + 1, 0
+                window.clear()
+            continue
+        window.append(item)
+        pos += 1
+        if pos >= clip_len and (pos - clip_len) % stride == 0:
+            yield np.stack([f for _, f in window]), [i for i, _ in window], seg, pos - clip_len
+    close()
+
+
+def aligned_actions(actions_T: np.ndarray | None, src_index: list[int], sidecar: str) -> np.ndarray:
+    """Actions between consecutive clip frames, from per-source-frame actions (actions_T[i]: frame i -> i+1).
+
+    After resampling, clip frames k and k+1 are source frames j_k <= j_{k+1}: the transition spans actions
+    j_k..j_{k+1}-1 and gets their most frequent one (ties: lowest id); a repeated frame (j_k == j_{k+1}) gets -1.
+    """
+    n = len(src_index) - 1
+    if actions_T is None:
+        return np.full(n, -1, np.int32)
+    out = np.empty(n, np.int32)
+    for k in range(n):
+        span = actions_T[src_index[k]:src_index[k + 1]]
+        if src_index[k + 1] > len(actions_T):
+            raise SourceError(f"sidecar {Path(sidecar).name}: has {len(actions_T)} actions, the video has more "
+                              "frames")
+        out[k] = -1 if span.size == 0 else int(np.bincount(span + 1).argmax()) - 1
+    return out
+
+
+def load_sidecar(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Reads ``{"actions": [...], "meanings": [...]}``; raises SourceError naming the file and the problem."""
+    try:
+        data = json.loads(path.read_text())
+        actions = np.asarray(data["actions"], dtype=np.int64)
+        meanings = [str(m) for m in data["meanings"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SourceError(f"bad sidecar {path.name}: {exc!r}; expected "
+                          '{"actions": [int, ...], "meanings": [str, ...]}') from None
+    if actions.ndim != 1 or (actions.size and (actions.min() < -1 or actions.max() >= len(meanings))):
+        raise SourceError(f"bad sidecar {path.name}: actions must be a flat list of ids in [-1, {len(meanings)})")
+    return actions.astype(np.int32), meanings
+
+
+__all__ = ["aligned_actions", "content_hash", "cut_segments", "load_sidecar", "process_source", "source_key"]

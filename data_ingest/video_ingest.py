@@ -1,0 +1,308 @@
+"""`genie ingest SOURCE... --out DIR` for real video: discover, download, process in parallel, build, report.
+
+The run is resumable and idempotent: each source is staged atomically under ``DIR/.ingest`` (see staging.py)
+and skipped once staged; the dataset is built from staged sources only, into a fresh directory, and committed by
+renaming ``genie_dataset.json`` into place last. Kill it anywhere and run the same command again: finished
+sources are reused, half-done ones redone, and the dataset comes out identical to an uninterrupted run's.
+Nothing is written outside DIR.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_ingest.atomic import write_atomic, write_json_atomic
+from data_ingest.clip_dataset import MANIFEST_NAME, assign_splits, build_clip_records, dataset_manifest
+from data_ingest.decode import default_threads
+from data_ingest.download import DownloadSettings, download_all
+from data_ingest.process import process_source
+from data_ingest.report import ingest_manifest, summary_text
+from data_ingest.settings import IngestSettings
+from data_ingest.sources import SourceSpec, discover
+from data_ingest.staging import WORK_DIR, StagedClips, clean_tmp, staged_arrays, work_paths
+
+REPORT_NAME = "manifest.json"
+SUMMARY_NAME = "summary.txt"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    settings: IngestSettings = field(default_factory=IngestSettings)
+    download: DownloadSettings = field(default_factory=DownloadSettings)
+    workers: int = 1
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    seed: int = 0
+    overwrite: bool = False
+    episodes: int = 10  # per game source (atari:GAME)
+    frames_per_episode: int = 1000
+
+
+@dataclass
+class IngestReport:
+    out_dir: Path
+    manifest: dict[str, Any]
+    summary: str
+
+    @property
+    def dataset_written(self) -> bool:
+        return self.manifest["dataset"] is not None
+
+    @property
+    def exit_code(self) -> int:
+        """0: all good; 1: a dataset was written but some source failed; 2: no dataset."""
+        if not self.dataset_written:
+            return 2
+        return 1 if self.manifest["totals"]["sources"]["failed"] else 0
+
+
+def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: IngestOptions,
+                         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> IngestReport:
+    """Runs a whole ingest (see the module docstring). Raises only for unusable arguments or output directory."""
+    out = Path(out_dir).absolute()
+    with _locked_out_dir(out, options.overwrite):
+        clean_tmp(out)
+        found = discover(arguments, out)
+        results = [_failed(name, "argument", reason) for name, reason in found.problems]
+        specs = _expand_games(found.specs, options)
+        results += _process_all(specs, found.urls, out, options, log)
+        results = _unique_names(results)
+        dataset, error = _build(out, results, options, log)
+        manifest = ingest_manifest(arguments=list(arguments), settings=options.settings,
+                                   split_options={"val_fraction": options.val_fraction,
+                                                  "test_fraction": options.test_fraction, "seed": options.seed},
+                                   results=results, ignored=found.ignored, dataset=dataset, error=error)
+        summary = summary_text(manifest, str(out))
+        write_json_atomic(out / REPORT_NAME, manifest)
+        write_atomic(out / SUMMARY_NAME, summary.encode())
+        if dataset is not None:
+            _commit_dataset(out, dataset)
+    return IngestReport(out, manifest, summary)
+
+
+@contextlib.contextmanager
+def _locked_out_dir(out: Path, overwrite: bool) -> Iterator[None]:
+    """Checks that ``out`` may be used, creates the work area, and holds a lock so two runs never share it."""
+    work = out / WORK_DIR
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not work.is_dir():
+        if not (out / MANIFEST_NAME).is_file():
+            raise FileExistsError(f"--out {out} exists and is neither empty, a genie dataset, nor an earlier "
+                                  "ingest; choose another --out (nothing there is deleted)")
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a genie dataset; pass --overwrite to replace it")
+        _remove_dataset(out)
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FileExistsError(f"another genie ingest is writing {out}; wait for it or choose another "
+                                  "--out") from None
+        if overwrite:  # redo every source; the download cache stays (it is not derived from settings)
+            shutil.rmtree(work_paths(out)["staged"], ignore_errors=True)
+        yield
+
+
+def _remove_dataset(out: Path) -> None:
+    """Deletes a genie dataset's own files (its manifest and records), nothing else."""
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    (out / MANIFEST_NAME).unlink()
+    records = Path(str(manifest.get("tfds_dir", ""))).parts[:1]
+    if records and (out / records[0]).is_dir():
+        shutil.rmtree(out / records[0])
+
+
+def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> list[SourceSpec]:
+    """``atari:GAME`` stands for ``options.episodes`` episodes, each its own source (and split unit)."""
+    out = []
+    for spec in specs:
+        if spec.kind != "atari":
+            out.append(spec)
+            continue
+        for i in range(options.episodes):
+            out.append(SourceSpec(name=f"{spec.name}/{i:05d}", kind="atari", path=spec.path,
+                                  provenance={"episode": i, "frames": options.frames_per_episode}))
+    return out
+
+
+def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: IngestOptions,
+                 log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Processes local sources in a worker pool while URLs download in this process, feeding the pool."""
+    threads = default_threads(options.workers)
+    results: list[dict[str, Any]] = []
+    with _executor(options.workers) as pool:
+        futures: dict[cf.Future, SourceSpec] = {}
+
+        def submit(spec: SourceSpec) -> None:
+            futures[pool.submit(process_source, spec, options.settings, str(out), threads=threads,
+                                seed=options.seed)] = spec
+
+        for spec in specs:
+            submit(spec)
+        if urls:
+            for url, downloaded, error in download_all(urls, work_paths(out)["downloads"], options.download, log):
+                if error:
+                    results.append(_failed(url, "url", error))
+                    log(f"failed: {url}: {error}")
+                for spec in downloaded:
+                    submit(spec)
+        for done, future in enumerate(cf.as_completed(futures), 1):
+            spec = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 (a worker died, e.g. a decoder crash: report it, go on)
+                result = _failed(spec.name, spec.kind, f"worker crashed: {type(exc).__name__}: {exc}")
+            results.append(result)
+            clips = result.get("clips", {}).get("staged", 0)
+            detail = f"{clips} clips" + (" (reused)" if result.get("reused") else "")
+            log(f"[{done}/{len(futures)}] {spec.name}: {result['status']}, "
+                f"{result['reason'] if result['status'] != 'ok' else detail}")
+    return results
+
+
+def _executor(workers: int) -> cf.Executor:
+    if workers <= 1:
+        return _InlineExecutor()
+    # spawn, not fork: the parent has TFDS and threads loaded, which fork does not copy safely.
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+class _InlineExecutor(cf.Executor):
+    """--workers 1: run each source right away in this process (no pickling, no process start-up)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller, as a pool would)
+            future.set_exception(exc)
+        return future
+
+
+def _failed(name: str, kind: str, reason: str) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "status": "failed", "reason": reason}
+
+
+def _unique_names(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per name (a URL listed twice, or found via two playlists, is ingested once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        seen.setdefault(r["name"], r)
+    return sorted(seen.values(), key=lambda r: r["name"])
+
+
+def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions,
+           log: Callable[[str], None]) -> tuple[dict[str, Any] | None, str]:
+    """Dedupes, splits and writes the records of every staged source; returns (dataset summary, error)."""
+    s = options.settings
+    sources, meanings = _select(out, results, s)
+    if not sources:
+        return None, "no source yielded a clip"
+    try:
+        splits = assign_splits(len(sources), val_fraction=options.val_fraction, test_fraction=options.test_fraction,
+                               seed=options.seed)
+    except ValueError as exc:
+        return None, f"{exc} (--val-fraction/--test-fraction)"
+    by_name = {r["name"]: r for r in results}
+    for split, ids in splits.items():
+        for i in ids:
+            by_name[sources[i].name]["split"] = split
+    build_key = hashlib.sha256(json.dumps([[(c.name, c.path, c.keep, c.action_map) for c in sources], splits,
+                                           meanings, s.digest()]).encode()).hexdigest()
+    current = _current_dataset(out)
+    if current is not None and current.get("ingest", {}).get("build_key") == build_key:
+        log("dataset already up to date")
+        return current, ""
+    build_dir = work_paths(out)["tmp"] / f"build-{uuid.uuid4().hex[:8]}"
+    build_dir.mkdir(parents=True)
+    try:
+        records = build_clip_records(build_dir, sources, splits, clip_len=s.clip_len, stride=s.clip_stride,
+                                     height=s.height, width=s.width, action_meanings=meanings)
+    except ValueError as exc:
+        return None, str(exc)
+    # The records move next to the manifest under a name of their own, so an older dataset stays readable
+    # until the new manifest replaces it.
+    records_dir = out / f"tfds-{records.fingerprint[:12]}"
+    if records_dir.exists():
+        shutil.rmtree(records_dir)
+    (build_dir / "tfds").rename(records_dir)
+    shutil.rmtree(build_dir, ignore_errors=True)
+    records = type(records)(records.num_clips, records.fingerprint,
+                            records_dir / records.tfds_dir.relative_to(build_dir / "tfds"))
+    metadata = {"ingest": {"build_key": build_key, "report": REPORT_NAME, "fps": s.fps, "resize": s.resize}}
+    return dataset_manifest(records, out, names=[c.name for c in sources], splits=splits, clip_len=s.clip_len,
+                            stride=s.clip_stride, height=s.height, width=s.width, action_meanings=meanings,
+                            metadata=metadata), ""
+
+
+def _select(out: Path, results: list[dict[str, Any]], settings: IngestSettings) -> tuple[list[StagedClips], list[str]]:
+    """The staged sources that go into the dataset, in name order, with near-duplicate clips left out.
+
+    A source whose content equals an earlier one's is dropped whole; a clip whose signature an earlier clip (in
+    any source) has is dropped, which also keeps a re-upload in train from leaking into validation.
+    """
+    seen_content: dict[str, str] = {}
+    seen_clips: set[str] = set()
+    meanings: list[str] = []
+    chosen = []
+    for r in results:
+        if r["status"] != "ok":
+            continue
+        first = seen_content.setdefault(r["sha256"], r["name"])
+        if first != r["name"]:
+            r.update(status="dropped", reason=f"same content as {first}")
+            continue
+        path = work_paths(out)["staged"] / r["key"]
+        keep, duplicates = [], 0
+        for i, signature in enumerate(staged_arrays(path)["signatures"].tolist()):
+            if signature in seen_clips:
+                duplicates += 1
+            else:
+                seen_clips.add(signature)
+                keep.append(i)
+        r["clips"] = {**r["clips"], "near_duplicate": duplicates, "written": len(keep)}
+        if not keep:
+            r.update(status="dropped", reason="every clip duplicates an earlier one")
+            continue
+        local = r.get("action_meanings") or []
+        for m in local:
+            if m not in meanings:
+                meanings.append(m)
+        chosen.append((r, path, keep, tuple(meanings.index(m) for m in local)))
+    shape = (settings.clip_len, settings.height, settings.width, 3)
+    return [StagedClips(name=r["name"], path=str(path), clip_shape=shape, keep=tuple(keep), action_map=action_map)
+            for r, path, keep, action_map in chosen], meanings
+
+
+def _current_dataset(out: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if (out / manifest.get("tfds_dir", "\0")).is_dir() else None
+
+
+def _commit_dataset(out: Path, dataset: dict[str, Any]) -> None:
+    """Renames the new ``genie_dataset.json`` into place (the commit point), then deletes superseded records."""
+    write_json_atomic(out / MANIFEST_NAME, dataset)
+    live = Path(dataset["tfds_dir"]).parts[0]
+    for old in out.glob("tfds-*"):
+        if old.name != live and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["REPORT_NAME", "SUMMARY_NAME", "IngestOptions", "IngestReport", "ingest_video_sources"]

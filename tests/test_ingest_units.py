@@ -1,0 +1,175 @@
+"""Ingest building blocks, one at a time: resampling, resizing, filters, clip cutting, actions, discovery."""
+
+from collections import Counter
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from ingest_fixtures import frame_image, read_index, write_frame_folder, write_sidecar, write_video
+
+from data_ingest.decode import RawFrame, SourceError, image_frames, resample, scaled_size, to_target
+from data_ingest.filters import CUT, clip_signature, load_quality_filter, motion_quality, segment
+from data_ingest.process import aligned_actions, cut_segments, load_sidecar
+from data_ingest.settings import IngestSettings
+from data_ingest.sources import discover
+
+
+def frames_at(times: list[float]) -> list[RawFrame]:
+    return [RawFrame(i, Fraction(t).limit_denominator(10000), i) for i, t in enumerate(times)]
+
+
+def test_resample_down_up_and_variable_rate():
+    thirty = frames_at([i / 30 for i in range(31)])  # 1 s at 30 fps
+    assert [f.index for f in resample(thirty, Fraction(10))] == list(range(0, 31, 3))
+    five = frames_at([i / 5 for i in range(5)])  # 0.8 s at 5 fps: every frame shown twice, the last once
+    assert [f.index for f in resample(five, Fraction(10))] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    jittered = frames_at([0, 0.0339, 0.0661, 0.1004, 0.134, 0.166, 0.2001])  # WebM-style rounding
+    assert [f.index for f in resample(jittered, Fraction(10))] == [0, 3, 6]
+    gappy = frames_at([0, 0.05, 0.5])  # a stall: the last frame before it is held
+    assert [f.index for f in resample(gappy, Fraction(10))] == [0, 1, 1, 1, 1, 2]
+    assert list(resample([], Fraction(10))) == []
+
+
+@pytest.mark.parametrize("policy, expect", [("crop", (114, 64)), ("pad", (64, 36)), ("stretch", (64, 64))])
+def test_resize_policies(policy, expect):
+    s = IngestSettings(height=64, width=64, resize=policy)
+    assert scaled_size(1600, 900, s) == expect
+    wide = np.zeros((90, 160, 3), np.uint8)
+    wide[:, :40] = 200  # a bright band on the left quarter
+    out = to_target(wide, s)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    if policy == "crop":  # scaled to 114x64, 25 px cut from each side: ~3.5 px of the 28.5 px band survive
+        assert 2 <= (out[32, :, 0] > 100).sum() <= 5 and out[:, 8:].max() == 0
+    elif policy == "pad":  # black bars above and below, the band still at the left
+        assert out[:10].max() == 0 and out[-10:].max() == 0 and out[32, 2].mean() > 150
+    else:
+        assert out[:, :14].mean() > 150 and out[:, 20:].max() == 0
+
+
+def test_segment_drops_blank_and_static_and_cuts_scenes():
+    s = IngestSettings(static_seconds=0.5)  # 5 frames
+    moving = [frame_image(i, seed=1, size=64) for i in range(6)]
+    other_scene = [frame_image(i, seed=99, size=64) for i in range(3)]
+    still = [moving[-1]] * 12
+    black = [np.zeros((64, 64, 3), np.uint8)] * 2
+    stream = moving + still + black + other_scene
+    counts = Counter()
+    out = list(segment(enumerate(stream), s, counts))
+    kept = [x[0] for x in out if x is not CUT]
+    # The still stretch (12 repeats of frame 5) keeps only its first picture; blanks go; the scene change cuts.
+    assert kept == [0, 1, 2, 3, 4, 5, 20, 21, 22]
+    assert counts["static"] == 12 and counts["blank"] == 2
+    cuts = [i for i, x in enumerate(out) if x is CUT]
+    assert cuts and all(out[i - 1] is CUT or out[i - 1][0] in (5,) for i in cuts)
+    # A short pause (below static_seconds) is kept as it is.
+    counts = Counter()
+    short = moving + [moving[-1]] * 3 + [frame_image(7, seed=1, size=64)]
+    assert [x[0] for x in segment(enumerate(short), s, counts) if x is not CUT] == list(range(10))
+    assert counts["static"] == 0
+
+
+def test_scene_cut_between_different_videos():
+    s = IngestSettings()
+    a = [frame_image(i, seed=1, size=64) for i in range(3)]
+    b = [frame_image(i, seed=2, size=64) for i in range(3)]
+    counts = Counter()
+    out = list(segment(enumerate(a + b), s, counts))
+    assert counts["scene_cuts"] == 1 and out[3] is CUT
+
+
+def test_cut_segments_never_crosses_a_cut_and_counts_frames():
+    s = IngestSettings(clip_len=4, stride=2)
+    frame = np.zeros((2, 2, 3), np.uint8)
+    stream = [(i, frame) for i in range(7)] + [CUT] + [(i, frame) for i in range(10, 13)] + [CUT, CUT]
+    counts = Counter()
+    clips = list(cut_segments(stream, s, counts))
+    assert [idx for _, idx, _, _ in clips] == [[0, 1, 2, 3], [2, 3, 4, 5]]
+    assert [(seg, start) for _, _, seg, start in clips] == [(0, 0), (0, 2)]
+    assert counts["long_segment"] == 7 and counts["short_segment"] == 3
+
+
+def test_actions_realigned_after_resampling():
+    # 30 -> 10 fps: output frames are source frames 0, 3, 6, ...; a transition spans three source actions.
+    actions = np.array([0, 0, 1, 2, 2, 2, 3, 1, 1, -1, -1, 0], np.int32)
+    got = aligned_actions(actions, [0, 3, 6, 9, 12], "x.actions.json")
+    assert got.tolist() == [0, 2, 1, -1]  # majority of each span
+    assert aligned_actions(actions, [0, 0, 1], "x").tolist() == [-1, 0]  # a repeated frame has no action
+    assert aligned_actions(None, [0, 3, 6], "").tolist() == [-1, -1]
+    with pytest.raises(SourceError, match="has 12 actions"):
+        aligned_actions(actions, [9, 13], "x.actions.json")
+
+
+def test_sidecar_errors(tmp_path):
+    video = tmp_path / "run.mp4"
+    good = write_sidecar(video, [0, 1, -1], ["noop", "jump"])
+    actions, meanings = load_sidecar(good)
+    assert actions.tolist() == [0, 1, -1] and meanings == ["noop", "jump"]
+    write_sidecar(video, [0, 2], ["noop", "jump"])
+    with pytest.raises(SourceError, match=r"run.actions.json.*\[-1, 2\)"):
+        load_sidecar(good)
+    good.write_text("{not json")
+    with pytest.raises(SourceError, match="bad sidecar run.actions.json"):
+        load_sidecar(good)
+
+
+def test_quality_filter_hook():
+    still = np.stack([frame_image(0, seed=1, size=32)] * 8)
+    moving = np.stack([frame_image(i, seed=1, size=32) for i in range(8)])
+    assert motion_quality(still) == 0.0 and motion_quality(moving) == 1.0
+    assert load_quality_filter("") is motion_quality
+    assert load_quality_filter("data_ingest.filters:motion_quality") is motion_quality
+    for bad in ("nocolon", "no_such_module_xyz:f", "data_ingest.filters:nope"):
+        with pytest.raises(ValueError, match="--quality-filter"):
+            load_quality_filter(bad)
+
+
+def test_clip_signature_is_robust_to_noise_but_not_to_content():
+    clip = np.stack([frame_image(i, seed=1, size=64) for i in range(4)])
+    noisy = np.clip(clip.astype(int) + np.random.default_rng(0).integers(-2, 3, clip.shape), 0, 255).astype(np.uint8)
+    other = np.stack([frame_image(i + 1, seed=1, size=64) for i in range(4)])
+    assert clip_signature(clip) == clip_signature(noisy)
+    assert clip_signature(clip) != clip_signature(other)
+
+
+def test_image_frames_refuse_bad_images(tmp_path):
+    s = IngestSettings()
+    folder = write_frame_folder(tmp_path / "f", 3, seed=1)
+    paths = sorted(folder.iterdir())
+    got = list(image_frames(paths, s))
+    assert [read_index(f.image) for f in got] == [0, 1, 2] and got[1].time == Fraction(1, 10)
+    paths[1].write_bytes(b"not a png")
+    with pytest.raises(SourceError, match="unreadable image frame_0001.png"):
+        list(image_frames(paths, s))
+
+
+def test_discover(tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "sub").mkdir(parents=True)
+    write_video(videos / "a.mp4", 3, seed=1, size=32)
+    write_video(videos / "sub" / "b.webm", 3, seed=2, size=32, codec="libvpx-vp9")
+    write_sidecar(videos / "a.mp4", [0, 0], ["noop"])
+    write_frame_folder(videos / "sub" / "frames", 3, seed=3)
+    (videos / "notes.txt").write_text("junk")
+    (videos / "cover.png").write_bytes(b"x")  # an image without a number is not a frame
+    (videos / ".hidden.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    (tmp_path / "urls.txt").write_text("# my list\nhttp://example.invalid/a.mp4  # first\n\nnot a url\n"
+                                       "https://example.invalid/b#t=3\n")
+    found = discover([str(videos), str(videos / "a.mp4"), "@" + str(tmp_path / "urls.txt"), "missing.mp4",
+                      str(tmp_path / "urls.txt"), "atari:Pong", "@" + str(tmp_path / "none.txt")], out)
+    assert [(s.kind, s.name) for s in found.specs] == [
+        ("video", f"{videos.as_posix()}/a.mp4"), ("video", f"{videos.as_posix()}/sub/b.webm"),
+        ("frames", f"{videos.as_posix()}/sub/frames"), ("atari", "atari:Pong")]
+    assert found.specs[0].sidecar.endswith("a.actions.json") and not found.specs[1].sidecar
+    assert len(found.specs[2].frames) == 3
+    assert found.urls == ["http://example.invalid/a.mp4", "https://example.invalid/b#t=3"]
+    assert sorted(Path_names(found.ignored)) == ["cover.png", "notes.txt"]
+    problems = dict(found.problems)
+    assert problems["missing.mp4"] == "no such file or directory"
+    assert "not a video file" in problems[str(tmp_path / "urls.txt")]
+    assert "not an http(s) URL" in problems["@" + str(tmp_path / "urls.txt") + ":4"]
+    assert "cannot read the URL list" in problems["@" + str(tmp_path / "none.txt")]
+
+
+def Path_names(paths: list[str]) -> list[str]:
+    return [p.rsplit("/", 1)[-1] for p in paths]
