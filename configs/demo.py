@@ -1,9 +1,10 @@
 """Demo preset: a 32x32 platformer, tiny models; trains all three stages on a 2-core CPU in about 15 minutes.
 
 Differences from Genie's defaults, each to fit a CPU budget, and each a config value you can change:
-- LAM decoder sees only the last frame and has a global-motion term (see LAMConfig): actions are held for
+- LAM decoder sees only the last frame and has a (per-patch) motion term (see LAMConfig): actions are held for
   several frames, so with history the decoder predicts most motion without the action; and a transformer needs
-  far more steps than this budget to learn camera scrolls as token routing.
+  far more steps than this budget to learn camera scrolls as token routing. The LAM encoder also gets a motion
+  cost volume, so the direction of a scroll is in its input rather than learned from pixels.
 - Tokenizer encoder is per patch (encoder.depth=0): the same patch gets the same token anywhere, so a one-tile
   camera scroll is an exact shift of the token grid.
 - Dynamics training leaves half the frames unmasked (clean_frame_prob=0.5), so the model often sees a complete
@@ -30,7 +31,7 @@ def get_config() -> Config:
                                   encoder=TransformerConfig(width=64, depth=0, heads=4, ffn_dim=128),
                                   decoder=TransformerConfig(width=64, depth=2, heads=4, ffn_dim=256)),
         lam=LAMConfig(patch=8, num_actions=8, code_dim=32, encoder=W96, decoder=W96, decoder_history=False,
-                      global_motion_radius=4, global_motion_step=2),
+                      global_motion_radius=4, global_motion_step=2, local_motion=True, cost_volume_radius=4),
         dynamics=DynamicsConfig(transformer=W96, maskgit_steps=8, temperature=1.0, clean_frame_prob=0.5),
         train=StageTrainConfigs(
             tokenizer=TrainConfig(steps=600, batch_size=4, **common),

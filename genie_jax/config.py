@@ -74,6 +74,15 @@ class LAMConfig:
     # reach. 0 turns it off (Genie's plain decoder).
     global_motion_radius: int = 0
     global_motion_step: int = 2
+    # With the global-motion term on: True lets each decoder patch re-weight the shifts (its transformer output adds
+    # to the action's shift logits), so parallax layers and sprites can move by different amounts than the camera.
+    local_motion: bool = False
+    # Optional motion cost volume for the encoder: each patch also carries, for every shift (dy, dx) in
+    # {-r, .., r} (step `cost_volume_step`), how far x_t moved by that shift is from x_{t+1} in the patch. The
+    # direction of motion is then read off the input rather than learned from patch pixels (which a few hundred
+    # steps do not teach: a left and a right scroll look alike in a patch's pixels and its change). 0: off.
+    cost_volume_radius: int = 0
+    cost_volume_step: int = 2
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,18 @@ def validation_clips(dataset: ClipDataset, split: str, max_clips: int) -> dict[s
     return {key: np.stack([r[key] for r in records]) for key in ("frames", "actions")}
 
 
+def infer_codes(lam, frames_BTHWC: np.ndarray) -> np.ndarray:
+    """The LAM's latent action ids (B, T-1) for every transition of clips longer than its window too."""
+    window = lam.encoder.max_frames
+    codes = []
+    infer = jax.jit(lambda f: lam.infer_actions(f))
+    for start in range(0, frames_BTHWC.shape[1] - 1, window - 1):  # windows overlap by one frame
+        chunk = frames_BTHWC[:, start:start + window]
+        if chunk.shape[1] >= 2:
+            codes.append(np.asarray(infer(jnp.asarray(chunk))))
+    return np.concatenate(codes, axis=1)
+
+
 @dataclass(frozen=True)
 class AlignmentReport:
     nmi: float
@@ -33,14 +45,7 @@ class AlignmentReport:
 
 def action_alignment(lam, frames_BTHWC: np.ndarray, true_actions_BT: np.ndarray) -> AlignmentReport:
     """NMI between the LAM's codes and the true actions over every transition with a known true action."""
-    window = lam.encoder.max_frames
-    codes = []
-    infer = jax.jit(lambda f: lam.infer_actions(f))
-    for start in range(0, frames_BTHWC.shape[1] - 1, window - 1):  # windows overlap by one frame
-        chunk = frames_BTHWC[:, start:start + window]
-        if chunk.shape[1] >= 2:
-            codes.append(np.asarray(infer(jnp.asarray(chunk))))
-    codes_BT = np.concatenate(codes, axis=1)
+    codes_BT = infer_codes(lam, frames_BTHWC)
     known = true_actions_BT >= 0
     true, codes = true_actions_BT[known], codes_BT[known]
     majority = {int(c): int(np.bincount(true[codes == c]).argmax()) for c in np.unique(codes)}
@@ -59,6 +64,7 @@ class ControllabilityReport:
     clips: int
     t: int
     context_frames: int
+    per_clip: tuple[float, ...] = ()  # the B per-clip differences, for intervals pooled over seeds
 
 
 def delta_t_psnr(sim: WorldSimulator, frames_BTHWC: np.ndarray, *, t: int = 4, context_frames: int = 1,
@@ -95,4 +101,4 @@ def delta_t_psnr(sim: WorldSimulator, frames_BTHWC: np.ndarray, *, t: int = 4, c
     diff, inferred_psnr, random_psnr = (np.concatenate(x) for x in (diffs, inferred_scores, random_scores))
     return ControllabilityReport(float(diff.mean()), float(inferred_psnr.mean()), float(random_psnr.mean()),
                                  float(diff.std(ddof=1) / np.sqrt(b)) if b > 1 else float("nan"), b, t,
-                                 context_frames)
+                                 context_frames, tuple(float(d) for d in diff))

@@ -6,6 +6,8 @@ axes, so nothing here knows about devices. Shapes: B batch, T frames, N tokens p
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from einops import rearrange
@@ -44,6 +46,16 @@ def rms_norm(dim: int, *, dtype, rngs: nnx.Rngs) -> nnx.RMSNorm:
                        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)), rngs=rngs)
 
 
+class KVCache(NamedTuple):
+    """Temporal keys and values of the frames in a generation window, for one block or (stacked) all blocks.
+
+    keys, values: (B, N, W, heads, head_dim) per block; slots at and after the next frame's are ignored.
+    """
+
+    keys: jax.Array
+    values: jax.Array
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention with QK-norm over the second-to-last axis of ``x_BLD``."""
 
@@ -58,12 +70,18 @@ class Attention(nnx.Module):
         self.q_norm = nnx.RMSNorm(head_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.k_norm = nnx.RMSNorm(head_dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
-    def __call__(self, x_BLD: jax.Array, *, causal: bool) -> jax.Array:
+    def heads_qkv(self, x_BLD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(B, L, D) -> q, k, v each (B, L, heads, head_dim), q and k normalised."""
         q, k, v = jnp.split(self.qkv(x_BLD), 3, axis=-1)
         q, k, v = (rearrange(t, "b l (h d) -> b l h d", h=self.heads) for t in (q, k, v))
-        q, k = self.q_norm(q), self.k_norm(k)
-        y = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), is_causal=causal)
-        return self.out(rearrange(y, "b l h d -> b l (h d)"))
+        return self.q_norm(q), self.k_norm(k), v.astype(q.dtype)
+
+    def merge_heads(self, y_BLHD: jax.Array) -> jax.Array:
+        return self.out(rearrange(y_BLHD, "b l h d -> b l (h d)"))
+
+    def __call__(self, x_BLD: jax.Array, *, causal: bool) -> jax.Array:
+        q, k, v = self.heads_qkv(x_BLD)
+        return self.merge_heads(jax.nn.dot_product_attention(q, k, v, is_causal=causal))
 
 
 class FeedForward(nnx.Module):
@@ -86,14 +104,38 @@ class STBlock(nnx.Module):
         self.norm_f = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
         self.ffn = FeedForward(cfg.width, cfg.ffn_dim, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_BTND: jax.Array) -> jax.Array:
+    def __call__(self, x_BTND: jax.Array, *, return_kv: bool = False):
+        """(B, T, N, D) -> (B, T, N, D); with ``return_kv`` also the temporal keys and values (B, N, T, H, hd),
+        which is what generation caches: the past frames' own keys and values never change."""
         b, t, n, d = x_BTND.shape
         h = rearrange(self.norm_s(x_BTND), "b t n d -> (b t) n d")
         x_BTND = x_BTND + rearrange(self.spatial(h, causal=False), "(b t) n d -> b t n d", b=b)
         # Causal over time: the output at frame t never sees frames > t.
-        h = rearrange(self.norm_t(x_BTND), "b t n d -> (b n) t d")
-        x_BTND = x_BTND + rearrange(self.temporal(h, causal=True), "(b n) t d -> b t n d", b=b)
-        return x_BTND + self.ffn(self.norm_f(x_BTND))
+        q, k, v = self.temporal.heads_qkv(rearrange(self.norm_t(x_BTND), "b t n d -> (b n) t d"))
+        y = self.temporal.merge_heads(jax.nn.dot_product_attention(q, k, v, is_causal=True))
+        x_BTND = x_BTND + rearrange(y, "(b n) t d -> b t n d", b=b)
+        x_BTND = x_BTND + self.ffn(self.norm_f(x_BTND))
+        if not return_kv:
+            return x_BTND
+        return x_BTND, tuple(rearrange(a, "(b n) t h e -> b n t h e", b=b) for a in (k, v))
+
+    def step(self, x_BND: jax.Array, cache: KVCache, t: jax.Array) -> tuple[jax.Array, KVCache]:
+        """One frame at window slot ``t``, attending in time to the cache's slots < t and to itself.
+
+        ``cache`` holds this block's keys and values (B, N, W, H, hd); the returned cache has slot t filled with
+        this frame's, so committing a finished frame is keeping the returned cache.
+        """
+        b, n, _ = x_BND.shape
+        x_BND = x_BND + self.spatial(self.norm_s(x_BND), causal=False)
+        q, k, v = self.temporal.heads_qkv(rearrange(self.norm_t(x_BND), "b n d -> (b n) 1 d"))
+        keys, values = (jax.lax.dynamic_update_slice_in_dim(c, new.reshape(b, n, 1, *new.shape[2:]).astype(c.dtype),
+                                                             t, axis=2)
+                        for c, new in ((cache.keys, k), (cache.values, v)))
+        visible = (jnp.arange(keys.shape[2]) <= t)[None, None, None, :]
+        y = jax.nn.dot_product_attention(q, keys.reshape(b * n, *keys.shape[2:]),
+                                         values.reshape(b * n, *values.shape[2:]), mask=visible)
+        x_BND = x_BND + self.temporal.merge_heads(y).reshape(b, n, -1)
+        return x_BND + self.ffn(self.norm_f(x_BND)), KVCache(keys, values)
 
 
 class STTransformer(nnx.Module):
@@ -108,15 +150,40 @@ class STTransformer(nnx.Module):
         self.norm = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
         self.dtype = dtype
 
-    def __call__(self, x_BTND: jax.Array) -> jax.Array:
+    def _embed(self, x_BTND: jax.Array, first_slot: int | jax.Array = 0) -> jax.Array:
         t = x_BTND.shape[1]
         if t > self.max_frames:
             raise ValueError(f"{t} frames exceed this model's {self.max_frames}-frame window")
-        x_BTND = x_BTND + self.pos_spatial[None, None] + self.pos_temporal[None, :t, None]
-        x_BTND = x_BTND.astype(self.dtype)
+        pos_t = jax.lax.dynamic_slice_in_dim(self.pos_temporal[...], first_slot, t, axis=0)
+        return (x_BTND + self.pos_spatial[None, None] + pos_t[None, :, None]).astype(self.dtype)
+
+    def __call__(self, x_BTND: jax.Array) -> jax.Array:
+        x_BTND = self._embed(x_BTND)
         for block in self.blocks:
             x_BTND = block(x_BTND)
         return self.norm(x_BTND)
+
+    def prefill(self, x_BTND: jax.Array) -> tuple[jax.Array, list[KVCache]]:
+        """Runs T context frames once and returns the outputs and a per-block cache of ``max_frames`` slots
+        (slots >= T zero) for :meth:`step`."""
+        b, t, n, _ = x_BTND.shape
+        x_BTND = self._embed(x_BTND)
+        caches = []
+        for block in self.blocks:
+            x_BTND, (k, v) = block(x_BTND, return_kv=True)
+            pad = ((0, 0), (0, 0), (0, self.max_frames - t), (0, 0), (0, 0))
+            caches.append(KVCache(jnp.pad(k, pad), jnp.pad(v, pad)))
+        return self.norm(x_BTND), caches
+
+    def step(self, x_BND: jax.Array, caches: list[KVCache], t: jax.Array) -> tuple[jax.Array, list[KVCache]]:
+        """One frame (B, N, D) at slot ``t`` with the past in ``caches`` -> its outputs (B, N, D) and the caches
+        with slot t filled. Equal to ``self(x)[:, t]`` for a window whose frames < t produced the caches."""
+        x_BND = self._embed(x_BND[:, None], t)[:, 0]
+        new = []
+        for block, cache in zip(self.blocks, caches):
+            x_BND, cache = block.step(x_BND, cache, t)
+            new.append(cache)
+        return self.norm(x_BND), new
 
 
 def patchify(frames_BTHWC: jax.Array, patch: int) -> jax.Array:

@@ -1,19 +1,23 @@
 """MaskGIT decoding of the next frame, inside a fixed window of W frames.
 
-Temporal attention is causal, so the logits of frame t do not depend on window slots after t. Generation
-therefore always runs the full (B, W, N) window with later slots masked and reads frame t: one compiled shape
-for every context length, and a sliding window beyond W frames.
+Temporal attention is causal, so the logits of frame t do not depend on window slots after t, and the past
+frames' activations never change while frame t is decoded. Two paths with equal results:
+- recompute (reference): every MaskGIT step runs the full (B, W, N) window with later slots masked;
+- cached: the past frames' temporal keys and values are computed once (``KVCache``) and each step runs frame t
+  alone, about W times less work per step.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from genie_jax.models.dynamics import DynamicsModel
+from genie_jax.nn import KVCache
 
 SCHEDULES = ("cosine", "linear")
 
@@ -41,24 +45,20 @@ def masked_after_step(step: jax.Array, steps: int, num_tokens: int, schedule: st
     return jnp.maximum(jnp.floor(num_tokens * fraction), 0).astype(jnp.int32)
 
 
-def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_BW: jax.Array, t: jax.Array,
-                       key: jax.Array, cfg: SamplingConfig) -> jax.Array:
-    """Fills every token of frame ``t`` of the window by iterative MaskGIT decoding; returns the window.
+def maskgit_decode(logits_fn: Callable[[jax.Array], jax.Array], frame_BN: jax.Array, key: jax.Array,
+                   cfg: SamplingConfig, mask_id: int) -> jax.Array:
+    """Iterative MaskGIT decoding of one frame: tokens (B, N), mask id where unknown -> every token filled.
 
-    ``tokens_BWN`` holds known frames at slots < t (slots >= t are ignored); ``actions_BW[:, t]`` is the action
-    leading into frame t. Each step samples all unknown tokens, keeps the most confident ones and re-masks the
-    rest, following the schedule; the last step leaves nothing masked.
+    ``logits_fn`` maps the current (partly masked) frame to its logits (B, N, vocab). Each step samples all
+    unknown tokens, keeps the most confident ones and re-masks the rest, following the schedule; the last step
+    leaves nothing masked. One ``fori_loop``: the whole frame is a single compiled call.
     """
-    b, w, n = tokens_BWN.shape
-    mask_id = dynamics.mask_id
-    slot = jnp.arange(w)[None, :, None]
-    tokens_BWN = jnp.where(slot >= t, mask_id, tokens_BWN)
+    n = frame_BN.shape[1]
 
     def body(i, carry):
-        window, key = carry
+        current_BN, key = carry
         key, sample_key, noise_key = jax.random.split(key, 3)
-        logits_BNV = jax.lax.dynamic_index_in_dim(dynamics(window, actions_BW), t, axis=1, keepdims=False)
-        current_BN = jax.lax.dynamic_index_in_dim(window, t, axis=1, keepdims=False)
+        logits_BNV = logits_fn(current_BN)
         if cfg.temperature > 0:
             logits_BNV = logits_BNV / cfg.temperature
             sampled = jax.random.categorical(sample_key, logits_BNV)
@@ -75,8 +75,36 @@ def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_B
         # Re-mask the least confident tokens: rank 0 is the least confident.
         rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)
         remask = rank < masked_after_step(i, cfg.steps, n, cfg.schedule)
-        frame_BN = jnp.where(remask, mask_id, sampled).astype(window.dtype)
-        return jax.lax.dynamic_update_index_in_dim(window, frame_BN, t, axis=1), key
+        return jnp.where(remask, mask_id, sampled).astype(current_BN.dtype), key
 
-    window, _ = jax.lax.fori_loop(0, cfg.steps, body, (tokens_BWN, key))
-    return window
+    return jax.lax.fori_loop(0, cfg.steps, body, (frame_BN, key))[0]
+
+
+def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_BW: jax.Array, t: jax.Array,
+                       key: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    """Fills every token of frame ``t`` of the window, recomputing the whole window at every step; returns it.
+
+    ``tokens_BWN`` holds known frames at slots < t (slots >= t are ignored); ``actions_BW[:, t]`` is the action
+    leading into frame t. This is the reference :func:`maskgit_fill_frame_cached` must equal.
+    """
+    w = tokens_BWN.shape[1]
+    tokens_BWN = jnp.where(jnp.arange(w)[None, :, None] >= t, dynamics.mask_id, tokens_BWN)
+
+    def logits_fn(frame_BN):
+        window = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN, t, axis=1)
+        return jax.lax.dynamic_index_in_dim(dynamics(window, actions_BW), t, axis=1, keepdims=False)
+
+    empty = jnp.full(tokens_BWN.shape[::2], dynamics.mask_id, tokens_BWN.dtype)
+    frame_BN = maskgit_decode(logits_fn, empty, key, cfg, dynamics.mask_id)
+    return jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN, t, axis=1)
+
+
+def maskgit_fill_frame_cached(dynamics: DynamicsModel, caches: list[KVCache], action_B: jax.Array, t: jax.Array,
+                              key: jax.Array, cfg: SamplingConfig) -> tuple[jax.Array, list[KVCache]]:
+    """Frame ``t``'s tokens (B, N) from the cache of frames < t, computing only frame t at every step; returns
+    them and the caches with frame t added. Same tokens as :func:`maskgit_fill_frame` for the same key."""
+    b, n = action_B.shape[0], dynamics.transformer.pos_spatial.shape[0] - int(dynamics.prepend)
+    empty = jnp.full((b, n), dynamics.mask_id, jnp.int32)
+    frame_BN = maskgit_decode(lambda frame: dynamics.step(frame, action_B, caches, t)[0], empty, key, cfg,
+                              dynamics.mask_id)
+    return frame_BN, dynamics.step(frame_BN, action_B, caches, t)[1]

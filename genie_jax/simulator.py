@@ -2,7 +2,8 @@
 
 Holds a window of W frames of tokens (W = the dynamics model's training window). Each step generates the next
 frame's tokens with MaskGIT, conditioned on the chosen latent action, and decodes it with the tokenizer; beyond
-W frames the window slides (the oldest frame drops out).
+W frames the window slides (the oldest frame drops out). By default the past frames' keys and values are cached
+(see sampling.py), so a step computes only the new frame; ``use_cache=False`` recomputes the window (reference).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from genie_jax.run import RunDir, load_model
-from genie_jax.sampling import SamplingConfig, maskgit_fill_frame
+from genie_jax.sampling import SamplingConfig, maskgit_fill_frame, maskgit_fill_frame_cached
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,41 @@ class SimulatorState:
 
 
 def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, key, cfg: SamplingConfig):
+    """Reference path: every MaskGIT step and the decode recompute the whole window."""
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
     tokens_BWN = maskgit_fill_frame(dynamics, tokens_BWN, actions_BW, t, key, cfg)
     # The tokenizer decoder is causal in time too: frame t decodes from tokens of frames <= t.
-    safe = jnp.where(jnp.arange(tokens_BWN.shape[1])[None, :, None] <= t, tokens_BWN, 0)
-    frames = tokenizer.detokenize(safe)
+    frames = tokenizer.detokenize(_known(tokens_BWN, t + 1))
     frame_BHWC = jax.lax.dynamic_index_in_dim(frames, t, axis=1, keepdims=False)
     return tokens_BWN, jnp.round(frame_BHWC * 255).astype(jnp.uint8)
 
 
+def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_BWN, actions_BW, t, key,
+                     cfg: SamplingConfig, rebuild: bool):
+    """Cached path: only frame t runs through the dynamics model (each MaskGIT step) and the tokenizer decoder.
+
+    ``caches`` = (dynamics, tokenizer decoder) caches of the window's frames < t; ``rebuild`` recomputes them
+    from the window first (after a reset, a restore, or a slide, which moves every frame's time position).
+    """
+    dynamics = nnx.merge(dyn_graph, dyn_state)
+    tokenizer = nnx.merge(tok_graph, tok_state)
+    if rebuild:  # causal: slots >= t do not affect the cached slots < t, whatever they hold
+        caches = (dynamics.prefill(tokens_BWN, actions_BW), tokenizer.decode_prefill(_known(tokens_BWN, t)))
+    frame_BN, dyn_caches = maskgit_fill_frame_cached(dynamics, caches[0], actions_BW[:, t], t, key, cfg)
+    frame_BHWC, tok_caches = tokenizer.detokenize_step(frame_BN, caches[1], t)
+    tokens_BWN = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN.astype(tokens_BWN.dtype), t, axis=1)
+    return tokens_BWN, (dyn_caches, tok_caches), jnp.round(frame_BHWC * 255).astype(jnp.uint8)
+
+
+def _known(tokens_BWN: jax.Array, length) -> jax.Array:
+    """Window tokens with slots >= length set to token 0 (a valid id), for decoders that must not index out."""
+    return jnp.where(jnp.arange(tokens_BWN.shape[1])[None, :, None] < length, tokens_BWN, 0)
+
+
 class WorldSimulator:
-    def __init__(self, tokenizer, lam, dynamics, *, sampling: SamplingConfig, batch_size: int = 1, seed: int = 0):
+    def __init__(self, tokenizer, lam, dynamics, *, sampling: SamplingConfig, batch_size: int = 1, seed: int = 0,
+                 use_cache: bool = True):
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
         self.sampling = sampling
         self.batch_size = batch_size
@@ -54,7 +78,11 @@ class WorldSimulator:
         self._seed = seed
         self._dyn = nnx.split(dynamics)
         self._tok = nnx.split(tokenizer)
+        self.use_cache = use_cache
         self._generate = jax.jit(partial(_generate, self._dyn[0], self._tok[0], cfg=sampling))
+        self._generate_cached = jax.jit(partial(_generate_cached, self._dyn[0], self._tok[0], cfg=sampling),
+                                        static_argnames="rebuild")
+        self._caches = None  # generation caches of the current window; None: rebuild on the next step
         self._tokenize = jax.jit(lambda state, frames: nnx.merge(self._tok[0], state).tokenize(frames))
         lam_graph, self._lam_state = nnx.split(lam)
         self._infer = jax.jit(lambda state, frames: nnx.merge(lam_graph, state).infer_actions(frames))
@@ -89,6 +117,7 @@ class WorldSimulator:
         if t > 1:
             actions[:, 1:t] = np.asarray(self._infer(self._lam_state, jnp.asarray(frames)))
         self._state = SimulatorState(jnp.asarray(tokens), jnp.asarray(actions), t, jax.random.key(self._seed))
+        self._caches = None
         return frames[:, -1] if b > 1 else frames[0, -1]
 
     def step(self, action_id: int) -> np.ndarray:
@@ -111,11 +140,21 @@ class WorldSimulator:
             tokens = jnp.roll(tokens, -1, axis=1)
             actions = jnp.roll(actions, -1, axis=1).at[:, 0].set(self.dynamics.no_action_id)
             t -= 1
+            self._caches = None  # every frame's time position moved: cached keys and values are stale
         actions = actions.at[:, t].set(jnp.asarray(ids, jnp.int32))
         key, step_key = jax.random.split(state.key)
-        tokens, frame = self._generate(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t), step_key)
+        if self.use_cache:
+            tokens, self._caches, frame = self._generate_cached(self._dyn[1], self._tok[1], self._caches, tokens,
+                                                                actions, jnp.int32(t), step_key,
+                                                                rebuild=self._caches is None)
+        else:
+            tokens, frame = self._generate(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t), step_key)
         self._state = SimulatorState(tokens, actions, t + 1, key)
         return np.asarray(frame)
+
+    def reseed(self, seed: int) -> None:
+        """Sets the sampling seed that the next reset() starts from (a new simulator would compile again)."""
+        self._seed = seed
 
     def infer_actions(self, frames_BTHWC: np.ndarray) -> np.ndarray:
         """The LAM's latent action ids (B, T-1) for the transitions of real clips (B, T, H, W, 3) uint8."""
@@ -129,6 +168,7 @@ class WorldSimulator:
             raise ValueError(f"state of shape {state.tokens_BWN.shape} does not fit this simulator "
                              f"({self.batch_size} worlds, window {self.window}, {self.num_tokens} tokens)")
         self._state = state
+        self._caches = None
 
     # ------------------------------------------------------------------------------------------------------
     def _require_state(self) -> SimulatorState:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genie_jax.config import DynamicsConfig
-from genie_jax.nn import STTransformer, dense
+from genie_jax.nn import KVCache, STTransformer, dense
 
 CONDITIONINGS = ("additive", "prepend")
 
@@ -40,13 +40,29 @@ class DynamicsModel(nnx.Module):
         ``actions_BT[:, t]`` is the latent action of the transition t-1 -> t; use :meth:`align_actions` to build
         it from the LAM's (B, T-1) transition actions.
         """
+        return self._logits(self.transformer(self._embed(tokens_BTN, actions_BT)))
+
+    def prefill(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> list[KVCache]:
+        """The generation cache of T known frames (their tokens and the actions into them)."""
+        return self.transformer.prefill(self._embed(tokens_BTN, actions_BT))[1]
+
+    def step(self, tokens_BN: jax.Array, action_B: jax.Array, caches: list[KVCache],
+             t: jax.Array) -> tuple[jax.Array, list[KVCache]]:
+        """Logits (B, N, vocab) of frame ``t`` from its (partly masked) tokens, the action into it and the cache of
+        frames < t; equal to ``self(window, actions)[:, t]``. Also returns the caches with frame t's slot filled."""
+        x = self._embed(tokens_BN[:, None], action_B[:, None])[:, 0]
+        h, caches = self.transformer.step(x, caches, t)
+        return self._logits(h[:, None])[:, 0], caches
+
+    def _embed(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> jax.Array:
         x = self.token_embed(tokens_BTN)
         a = self.action_embed(actions_BT)[:, :, None]
-        x = jnp.concatenate([a, x], axis=2) if self.prepend else x + a
-        h = self.transformer(x)
+        return jnp.concatenate([a, x], axis=2) if self.prepend else x + a
+
+    def _logits(self, h_BTND: jax.Array) -> jax.Array:
         if self.prepend:
-            h = h[:, :, 1:]
-        return self.head(h).astype(jnp.float32)
+            h_BTND = h_BTND[:, :, 1:]
+        return self.head(h_BTND).astype(jnp.float32)
 
     def align_actions(self, transition_actions_BT: jax.Array) -> jax.Array:
         """(B, T-1) actions of transitions t -> t+1 -> (B, T) actions into each frame (frame 0: no action)."""

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 from flax import nnx
 
 from genie_jax.config import LAMConfig
@@ -47,7 +48,9 @@ class LatentActionModel(nnx.Module):
         num_patches = (height // cfg.patch) * (width // cfg.patch)
         patch_dim = cfg.patch * cfg.patch * 3
         enc, dec = cfg.encoder, cfg.decoder
-        self.enc_embed = dense(patch_dim * (2 if cfg.motion_input else 1), enc.width, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.cost_shifts = global_motion_shifts(cfg.cost_volume_radius, cfg.cost_volume_step)
+        enc_in = patch_dim * (2 if cfg.motion_input else 1) + len(self.cost_shifts)
+        self.enc_embed = dense(enc_in, enc.width, (None, "embed"), dtype=dtype, rngs=rngs)
         self.action_query = nnx.Param(jax.random.normal(rngs.params(), (enc.width,), jnp.float32) * 0.02)
         self.encoder = STTransformer(enc, num_tokens=num_patches + 1, max_frames=max_frames, dtype=dtype,
                                      rngs=rngs)
@@ -63,6 +66,9 @@ class LatentActionModel(nnx.Module):
                                        zero_init=True)
             # Start as "nothing moved": the zero shift gets almost all the weight.
             self.motion_logits.bias[...] = 6.0 * jnp.asarray([s == (0, 0) for s in self.shifts], jnp.float32)
+            if cfg.local_motion:
+                self.patch_motion_logits = dense(dec.width, len(self.shifts), ("embed", None), dtype=jnp.float32,
+                                                 rngs=rngs, zero_init=True)
 
     def encode(self, frames_BTHWC: jax.Array) -> tuple[VQOutput, jax.Array]:
         """Frames (B, T, H, W, 3) -> quantised actions for the T-1 transitions."""
@@ -70,13 +76,31 @@ class LatentActionModel(nnx.Module):
         if self.cfg.motion_input:  # frame 0 has no predecessor: its change is zero
             change = frames - jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
             frames = jnp.concatenate([frames, change], axis=-1)
-        x = self.enc_embed(patchify(frames, self.cfg.patch))
+        patches = patchify(frames, self.cfg.patch)
+        if self.cost_shifts:
+            patches = jnp.concatenate([patches, self.motion_cost_volume(frames[..., :3])], axis=-1)
+        x = self.enc_embed(patches)
         b, t = x.shape[:2]
         query = jnp.broadcast_to(self.action_query[...].astype(x.dtype), (b, t, 1, x.shape[-1]))
         h = self.encoder(jnp.concatenate([query, x], axis=2))
         # The action token at frame t+1 has seen frames <= t+1 only (causal time): it names the transition t -> t+1.
         latents_BTD = self.to_code(h[:, 1:, 0])
         return self.vq(latents_BTD), latents_BTD
+
+    def motion_cost_volume(self, frames_BTHWC: jax.Array) -> jax.Array:
+        """Float frames (B, T, H, W, 3) -> (B, T, N, K): per patch, the mean squared difference between frame t
+        and frame t-1 moved by each candidate shift, minus the patch's smallest one and divided by their mean, so
+        the pattern (which shift fits) reads the same whatever the patch's texture and contrast. Frame 0 has no
+        predecessor and gets zeros."""
+        previous = jnp.concatenate([frames_BTHWC[:, :1], frames_BTHWC[:, :-1]], axis=1)
+        moved = shifted_copies(previous, self.cost_shifts)  # (B, T, K, H, W, 3)
+        sq_err = jnp.mean((moved - frames_BTHWC[:, :, None]) ** 2, axis=-1)  # (B, T, K, H, W)
+        p = self.cfg.patch
+        b, t, k, h, w = sq_err.shape
+        cost = sq_err.reshape(b, t, k, h // p, p, w // p, p).mean(axis=(4, 6)).reshape(b, t, k, -1)
+        cost = jnp.swapaxes(cost, 2, 3)  # (B, T, N, K)
+        cost = cost - cost.min(axis=-1, keepdims=True)
+        return cost / (cost.mean(axis=-1, keepdims=True) + 1e-3)  # 1e-3: flat patches (sky) stay near 0
 
     def decode(self, frames_BTHWC: jax.Array, actions_BTD: jax.Array) -> jax.Array:
         """Context frames x_{1:t} (B, T', H, W, 3) and action vectors (B, T', D) -> predicted x_{2:t+1}.
@@ -92,10 +116,18 @@ class LatentActionModel(nnx.Module):
             b, t = x.shape[:2]
             h = self.decoder(x.reshape((b * t, 1) + x.shape[2:])).reshape(x.shape)
         delta = unpatchify(self.to_pixels(h).astype(jnp.float32), self.cfg.patch, self.height, self.width)
-        if self.shifts:
-            weights = jax.nn.softmax(self.motion_logits(actions_BTD.astype(jnp.float32)), axis=-1)
+        if not self.shifts:
+            return frames + delta
+        logits_BTK = self.motion_logits(actions_BTD.astype(jnp.float32))
+        if not self.cfg.local_motion:
+            weights = jax.nn.softmax(logits_BTK, axis=-1)
             return jnp.einsum("btk,btkhwc->bthwc", weights, shifted_copies(frames, self.shifts)) + delta
-        return frames + delta
+        logits_BTNK = logits_BTK[:, :, None] + self.patch_motion_logits(h.astype(jnp.float32))
+        p = self.cfg.patch
+        weights = rearrange(jax.nn.softmax(logits_BTNK, axis=-1), "b t (hn wn) k -> b t k hn wn",
+                            hn=self.height // p)
+        weights = jnp.repeat(jnp.repeat(weights, p, axis=3), p, axis=4)  # each pixel takes its patch's mix
+        return jnp.einsum("btkhw,btkhwc->bthwc", weights, shifted_copies(frames, self.shifts)) + delta
 
     def infer_actions(self, frames_BTHWC: jax.Array) -> jax.Array:
         """Frames (B, T, H, W, 3) -> action ids (B, T-1) int32."""

@@ -12,7 +12,7 @@ import jax
 from flax import nnx
 
 from genie_jax.config import TokenizerConfig
-from genie_jax.nn import FeedForward, STTransformer, dense, patchify, to_float_frames, unpatchify
+from genie_jax.nn import FeedForward, KVCache, STTransformer, dense, patchify, to_float_frames, unpatchify
 from genie_jax.vq import VectorQuantizer, VQOutput
 
 
@@ -62,6 +62,19 @@ class VideoTokenizer(nnx.Module):
     def detokenize(self, tokens_BTN: jax.Array) -> jax.Array:
         """Token ids (B, T, N) -> frames (B, T, H, W, 3) float, clipped to [0, 1]."""
         return jax.numpy.clip(self.decode(self.vq.lookup(tokens_BTN)), 0.0, 1.0)
+
+    def decode_prefill(self, tokens_BTN: jax.Array) -> list[KVCache]:
+        """The decoder's generation cache for T known frames of tokens."""
+        return self.decoder.prefill(self.from_code(self.vq.lookup(tokens_BTN)))[1]
+
+    def detokenize_step(self, tokens_BN: jax.Array, caches: list[KVCache],
+                        t: jax.Array) -> tuple[jax.Array, list[KVCache]]:
+        """Frame ``t``'s tokens (B, N) and the cache of frames < t -> the frame (B, H, W, 3) float in [0, 1], equal
+        to ``detokenize(window)[:, t]``, and the caches with slot t filled."""
+        h, caches = self.decoder.step(self.from_code(self.vq.lookup(tokens_BN)), caches, t)
+        patches = self.to_pixels(h[:, None])
+        frame = unpatchify(patches.astype(jax.numpy.float32), self.cfg.patch, self.height, self.width)[:, 0]
+        return jax.numpy.clip(frame, 0.0, 1.0), caches
 
     def __call__(self, frames_BTHWC: jax.Array) -> TokenizerOutput:
         vq, latents = self.encode(frames_BTHWC)
