@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# The same tables on a GPU, in bf16: training throughput and peak memory per stage, and generation ms/frame.
-# Usage (on a machine with a CUDA GPU): bash benchmarks/gpu.sh
+# The same tables on a GPU, in bf16: training throughput and peak memory per stage, and generation ms/frame with and
+# without the KV cache.
+# Usage (on a machine with a CUDA GPU and a CUDA jax): bash benchmarks/gpu.sh [OUT_DIR]
+# If this project is not importable yet, it is installed with pip (which needs a package index); on an offline
+# machine put the project's dependencies on PYTHONPATH first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -e . "jax[cuda12]>=0.10,<0.11"
-python benchmarks/train_throughput.py --presets demo,coinrun_jasmine,coinrun --batch 8 --dtype bfloat16 --steps 10
-python benchmarks/train_throughput.py --presets coinrun_jasmine,coinrun --batch 36 --dtype bfloat16 --steps 10
-python benchmarks/generation.py --presets demo,coinrun_jasmine,coinrun --dtype bfloat16 --frames 10
+out="${1:-gpu_results}"
+PY="${PYTHON:-python3}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+$PY -c "import genie_jax.train" 2>/dev/null || $PY -m pip install -q -e . "jax[cuda12]>=0.10,<0.11"
+$PY -c "import jax; print('jax', jax.__version__, jax.devices())"
+$PY benchmarks/train_throughput.py --presets demo,coinrun_jasmine,coinrun --batch 8 --dtype bfloat16 --steps 10 \
+  | tee "$out/train_batch8.txt"
+$PY benchmarks/train_throughput.py --presets coinrun_jasmine,coinrun --batch 36 --dtype bfloat16 --steps 10 \
+  | tee "$out/train_batch36.txt"
+$PY benchmarks/generation.py --presets demo,coinrun_jasmine,coinrun --dtype bfloat16 --contexts 1,4,16,64 \
+  --frames 5 | tee "$out/generation.txt"

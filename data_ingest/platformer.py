@@ -655,6 +655,7 @@ def write_actions_sidecar(path: str | os.PathLike, actions: Sequence[int] | np.n
     _validate_sidecar(data, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; sidecars are read by other tools too
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle)

@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_arguments(sub.add_parser("ingest", help="turn video sources into a clip dataset"))
     _add_train(sub)
     _add_rollout(sub)
+    from genie_jax.cli_eval import add_eval_parser, add_inspect_parser
+
+    add_eval_parser(sub)
+    add_inspect_parser(sub)
+    from genie_jax.play.command import add_play_parser
+
+    add_play_parser(sub)
     return parser
 
 
@@ -130,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             from data_ingest.cli import run_ingest
 
             return run_ingest(args)
-        return {"train": cmd_train, "rollout": cmd_rollout, "demo": cmd_demo}[args.command](args)
+        if args.command == "play":
+            from genie_jax.play.command import cmd_play
+
+            return cmd_play(args)
+        from genie_jax.cli_eval import cmd_eval, cmd_inspect_actions
+
+        return {"train": cmd_train, "rollout": cmd_rollout, "demo": cmd_demo, "eval": cmd_eval,
+                "inspect-actions": cmd_inspect_actions}[args.command](args)
     except (ConfigError, DataError, RunError, ValueError, FileNotFoundError, RuntimeError) as error:
         if os.environ.get("GENIE_DEBUG"):
             raise

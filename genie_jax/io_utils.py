@@ -14,6 +14,7 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are for the user's other tools and people to read
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)

@@ -66,6 +66,7 @@ def _atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600: pictures are for people and other tools to open
     os.close(fd)
     try:
         yield Path(tmp)

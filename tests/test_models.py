@@ -133,3 +133,26 @@ def test_lam_global_motion_term_starts_as_no_motion(config, frames):
     # At initialisation the zero shift carries nearly all the weight: the prediction is close to x_t.
     copy_error = np.abs(np.asarray(out.next_frames_BTHWC) - frames[:, :-1] / 255.0).mean()
     assert copy_error < 0.02
+
+
+def test_motion_cost_volume_finds_the_shift_and_keeps_the_lam_causal(config, frames):
+    import dataclasses
+
+    cfg = dataclasses.replace(config, lam=dataclasses.replace(config.lam, patch=4, cost_volume_radius=4,
+                                                              global_motion_radius=4, local_motion=True,
+                                                              decoder_history=False))
+    lam = randomized(build_lam(cfg, SHAPE, "float32", nnx.Rngs(0)))
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (16, 16, 3)).astype(np.float32) / 255.0
+    second = np.roll(first, 2, axis=1)  # content moved right by 2
+    clip = np.stack([first, second, np.roll(second, (2, -2), axis=(0, 1))])[None]  # then down 2 and left 2
+    cost = np.asarray(lam.motion_cost_volume(jnp.asarray(clip)))  # (1, 3, N, K)
+    shifts = lam.cost_shifts
+    interior = [5, 6, 9, 10]  # patches away from the edges, where np.roll's wrap-around does not reach
+    assert (cost[0, 0] == 0).all()  # frame 0 has no predecessor
+    assert all(shifts[k] == (0, 2) for k in cost[0, 1, interior].argmin(-1))
+    assert all(shifts[k] == (2, -2) for k in cost[0, 2, interior].argmin(-1))
+    # still causal with the cost volume and per-patch motion, and the decoder's output has the right shape
+    changed = _changed_after(lambda f: lam.encode(f)[1], frames, t=5, axis_len=7)
+    assert not changed[:4].any() and changed[4]
+    assert lam(jnp.asarray(frames)).next_frames_BTHWC.shape == (2, 7, 16, 16, 3)

@@ -100,7 +100,8 @@ class LatentActionModel(nnx.Module):
         cost = sq_err.reshape(b, t, k, h // p, p, w // p, p).mean(axis=(4, 6)).reshape(b, t, k, -1)
         cost = jnp.swapaxes(cost, 2, 3)  # (B, T, N, K)
         cost = cost - cost.min(axis=-1, keepdims=True)
-        return cost / (cost.mean(axis=-1, keepdims=True) + 1e-3)  # 1e-3: flat patches (sky) stay near 0
+        cost = cost / (cost.mean(axis=-1, keepdims=True) + 1e-3)  # 1e-3: flat patches (sky) stay near 0
+        return cost.at[:, 0].set(0.0)
 
     def decode(self, frames_BTHWC: jax.Array, actions_BTD: jax.Array) -> jax.Array:
         """Context frames x_{1:t} (B, T', H, W, 3) and action vectors (B, T', D) -> predicted x_{2:t+1}.
