@@ -7,10 +7,14 @@ Differences from Genie's defaults, each to fit a CPU budget, and each a config v
   cost volume, so the direction of a scroll is in its input rather than learned from pixels.
 - Tokenizer encoder is per patch (encoder.depth=0): the same patch gets the same token anywhere, so a one-tile
   camera scroll is an exact shift of the token grid.
+- Dynamics spatial attention has a 2D rotary position embedding, so a camera scroll (every token moves one column)
+  is one relative-offset pattern to learn rather than one per position.
 - Dynamics training leaves half the frames unmasked (clean_frame_prob=0.5), so the model often sees a complete
   previous frame, as it always does when generating.
 - Warmup-stable-decay schedules, so the short runs learn at full rate for most of their steps.
 """
+
+import dataclasses
 
 from genie_jax.config import (Config, DynamicsConfig, LAMConfig, StageTrainConfigs, TokenizerConfig, TrainConfig,
                               TransformerConfig)
@@ -32,10 +36,11 @@ def get_config() -> Config:
                                   decoder=TransformerConfig(width=64, depth=2, heads=4, ffn_dim=256)),
         lam=LAMConfig(patch=8, num_actions=8, code_dim=32, encoder=W96, decoder=W96, decoder_history=False,
                       global_motion_radius=4, global_motion_step=2, local_motion=True, cost_volume_radius=4),
-        dynamics=DynamicsConfig(transformer=W96, maskgit_steps=8, temperature=1.0, clean_frame_prob=0.5),
+        dynamics=DynamicsConfig(transformer=dataclasses.replace(W96, spatial_rope=True), maskgit_steps=8,
+                                temperature=1.0, clean_frame_prob=0.5),
         train=StageTrainConfigs(
-            tokenizer=TrainConfig(steps=600, batch_size=4, **common),
-            lam=TrainConfig(steps=800, batch_size=8, **common),
-            dynamics=TrainConfig(steps=700, batch_size=4, **common),
+            tokenizer=TrainConfig(steps=540, batch_size=4, **common),
+            lam=TrainConfig(steps=720, batch_size=8, **common),
+            dynamics=TrainConfig(steps=660, batch_size=4, **common),
         ),
     )

@@ -32,6 +32,10 @@ class TransformerConfig:
     depth: int = 2
     heads: int = 4
     ffn_dim: int = 512
+    # 2D rotary position embedding in spatial attention (on top of the learned positions): attention scores then
+    # depend on the relative (row, column) offset, so "take the token one column to the right" (a camera scroll
+    # of one patch) is one pattern for every position instead of one to learn per position.
+    spatial_rope: bool = False
 
 
 @dataclass(frozen=True)

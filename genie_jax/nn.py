@@ -79,9 +79,40 @@ class Attention(nnx.Module):
     def merge_heads(self, y_BLHD: jax.Array) -> jax.Array:
         return self.out(rearrange(y_BLHD, "b l h d -> b l (h d)"))
 
-    def __call__(self, x_BLD: jax.Array, *, causal: bool) -> jax.Array:
+    def __call__(self, x_BLD: jax.Array, *, causal: bool, rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         q, k, v = self.heads_qkv(x_BLD)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return self.merge_heads(jax.nn.dot_product_attention(q, k, v, is_causal=causal))
+
+
+def rope_2d_tables(rows: int, cols: int, head_dim: int, leading: int = 0,
+                   base: float = 100.0) -> tuple[jax.Array, jax.Array]:
+    """cos, sin tables (L, head_dim) of a 2D rotary embedding for a rows x cols grid of tokens in row-major order,
+    after ``leading`` tokens with no position (identity rotation, e.g. a prepended action token). The first half
+    of each head rotates with the row index, the second half with the column index."""
+    if head_dim % 4:
+        raise ValueError(f"2D rotary embedding needs a head dimension divisible by 4, got {head_dim}")
+    quarter = head_dim // 4
+    freqs = base ** (-jnp.arange(quarter, dtype=jnp.float32) / quarter)
+    r, c = jnp.meshgrid(jnp.arange(rows, dtype=jnp.float32), jnp.arange(cols, dtype=jnp.float32), indexing="ij")
+    angle_r, angle_c = r.reshape(-1, 1) * freqs, c.reshape(-1, 1) * freqs  # (L, quarter)
+    angles = jnp.concatenate([angle_r, angle_r, angle_c, angle_c], axis=-1)  # rotate-half layout per half
+    angles = jnp.concatenate([jnp.zeros((leading, head_dim)), angles], axis=0)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_BLHD: jax.Array, cos_LD: jax.Array, sin_LD: jax.Array) -> jax.Array:
+    """Rotates each half of the head dimension (rows | columns) by its angles (rotate-half form)."""
+    h = x_BLHD.shape[-1] // 2
+
+    def rotate_half(part):
+        a, b = jnp.split(part, 2, axis=-1)
+        return jnp.concatenate([-b, a], axis=-1)
+
+    rotated = jnp.concatenate([rotate_half(x_BLHD[..., :h]), rotate_half(x_BLHD[..., h:])], axis=-1)
+    cos, sin = cos_LD[None, :, None].astype(x_BLHD.dtype), sin_LD[None, :, None].astype(x_BLHD.dtype)
+    return x_BLHD * cos + rotated * sin
 
 
 class FeedForward(nnx.Module):
@@ -104,12 +135,12 @@ class STBlock(nnx.Module):
         self.norm_f = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
         self.ffn = FeedForward(cfg.width, cfg.ffn_dim, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_BTND: jax.Array, *, return_kv: bool = False):
+    def __call__(self, x_BTND: jax.Array, *, return_kv: bool = False, rope=None):
         """(B, T, N, D) -> (B, T, N, D); with ``return_kv`` also the temporal keys and values (B, N, T, H, hd),
         which is what generation caches: the past frames' own keys and values never change."""
         b, t, n, d = x_BTND.shape
         h = rearrange(self.norm_s(x_BTND), "b t n d -> (b t) n d")
-        x_BTND = x_BTND + rearrange(self.spatial(h, causal=False), "(b t) n d -> b t n d", b=b)
+        x_BTND = x_BTND + rearrange(self.spatial(h, causal=False, rope=rope), "(b t) n d -> b t n d", b=b)
         # Causal over time: the output at frame t never sees frames > t.
         q, k, v = self.temporal.heads_qkv(rearrange(self.norm_t(x_BTND), "b t n d -> (b n) t d"))
         y = self.temporal.merge_heads(jax.nn.dot_product_attention(q, k, v, is_causal=True))
@@ -119,14 +150,14 @@ class STBlock(nnx.Module):
             return x_BTND
         return x_BTND, tuple(rearrange(a, "(b n) t h e -> b n t h e", b=b) for a in (k, v))
 
-    def step(self, x_BND: jax.Array, cache: KVCache, t: jax.Array) -> tuple[jax.Array, KVCache]:
+    def step(self, x_BND: jax.Array, cache: KVCache, t: jax.Array, rope=None) -> tuple[jax.Array, KVCache]:
         """One frame at window slot ``t``, attending in time to the cache's slots < t and to itself.
 
         ``cache`` holds this block's keys and values (B, N, W, H, hd); the returned cache has slot t filled with
         this frame's, so committing a finished frame is keeping the returned cache.
         """
         b, n, _ = x_BND.shape
-        x_BND = x_BND + self.spatial(self.norm_s(x_BND), causal=False)
+        x_BND = x_BND + self.spatial(self.norm_s(x_BND), causal=False, rope=rope)
         q, k, v = self.temporal.heads_qkv(rearrange(self.norm_t(x_BND), "b n d -> (b n) 1 d"))
         keys, values = (jax.lax.dynamic_update_slice_in_dim(c, new.reshape(b, n, 1, *new.shape[2:]).astype(c.dtype),
                                                              t, axis=2)
@@ -141,14 +172,27 @@ class STBlock(nnx.Module):
 class STTransformer(nnx.Module):
     """A stack of ST blocks with learned spatial and temporal position embeddings and a final norm."""
 
-    def __init__(self, cfg: TransformerConfig, *, num_tokens: int, max_frames: int, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: TransformerConfig, *, num_tokens: int, max_frames: int, dtype, rngs: nnx.Rngs,
+                 grid: tuple[int, int] | None = None):
+        """``grid`` = (rows, cols) of the spatial tokens (any extra tokens come first); needed for spatial_rope."""
         self.max_frames = max_frames
+        self.rope_grid = None  # plain ints: the tables are rebuilt (constant-folded) inside each traced call
+        if cfg.spatial_rope:
+            if grid is None or grid[0] * grid[1] > num_tokens:
+                raise ValueError(f"spatial_rope needs the token grid of the {num_tokens} tokens, got {grid}")
+            self.rope_grid = (grid[0], grid[1], cfg.width // cfg.heads, num_tokens - grid[0] * grid[1])
         init = nnx.with_partitioning(nnx.initializers.normal(0.02), (None, "embed"))
         self.pos_spatial = nnx.Param(init(rngs.params(), (num_tokens, cfg.width), jnp.float32))
         self.pos_temporal = nnx.Param(init(rngs.params(), (max_frames, cfg.width), jnp.float32))
         self.blocks = nnx.List([STBlock(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.depth)])
         self.norm = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
         self.dtype = dtype
+
+    def _rope(self) -> tuple[jax.Array, jax.Array] | None:
+        if self.rope_grid is None:
+            return None
+        rows, cols, head_dim, leading = self.rope_grid
+        return rope_2d_tables(rows, cols, head_dim, leading=leading)
 
     def _embed(self, x_BTND: jax.Array, first_slot: int | jax.Array = 0) -> jax.Array:
         t = x_BTND.shape[1]
@@ -160,7 +204,7 @@ class STTransformer(nnx.Module):
     def __call__(self, x_BTND: jax.Array) -> jax.Array:
         x_BTND = self._embed(x_BTND)
         for block in self.blocks:
-            x_BTND = block(x_BTND)
+            x_BTND = block(x_BTND, rope=self._rope())
         return self.norm(x_BTND)
 
     def prefill(self, x_BTND: jax.Array) -> tuple[jax.Array, list[KVCache]]:
@@ -170,7 +214,7 @@ class STTransformer(nnx.Module):
         x_BTND = self._embed(x_BTND)
         caches = []
         for block in self.blocks:
-            x_BTND, (k, v) = block(x_BTND, return_kv=True)
+            x_BTND, (k, v) = block(x_BTND, return_kv=True, rope=self._rope())
             pad = ((0, 0), (0, 0), (0, self.max_frames - t), (0, 0), (0, 0))
             caches.append(KVCache(jnp.pad(k, pad), jnp.pad(v, pad)))
         return self.norm(x_BTND), caches
@@ -181,7 +225,7 @@ class STTransformer(nnx.Module):
         x_BND = self._embed(x_BND[:, None], t)[:, 0]
         new = []
         for block, cache in zip(self.blocks, caches):
-            x_BND, cache = block.step(x_BND, cache, t)
+            x_BND, cache = block.step(x_BND, cache, t, rope=self._rope())
             new.append(cache)
         return self.norm(x_BND), new
 

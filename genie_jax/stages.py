@@ -47,7 +47,7 @@ def build_dynamics(config: Config, shape: ModelShape, dtype: str, rngs: nnx.Rngs
     return DynamicsModel(config.dynamics, vocab_size=config.tokenizer.codebook_size,
                          num_tokens=(shape.height // patch) * (shape.width // patch),
                          num_actions=config.lam.num_actions, max_frames=shape.max_frames,
-                         dtype=compute_dtype(dtype), rngs=rngs)
+                         dtype=compute_dtype(dtype), rngs=rngs, grid=(shape.height // patch, shape.width // patch))
 
 
 BUILDERS: dict[str, Callable[..., nnx.Module]] = {

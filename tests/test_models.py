@@ -156,3 +156,29 @@ def test_motion_cost_volume_finds_the_shift_and_keeps_the_lam_causal(config, fra
     changed = _changed_after(lambda f: lam.encode(f)[1], frames, t=5, axis_len=7)
     assert not changed[:4].any() and changed[4]
     assert lam(jnp.asarray(frames)).next_frames_BTHWC.shape == (2, 7, 16, 16, 3)
+
+
+def test_spatial_rope_scores_depend_on_the_offset_only_and_dynamics_stay_causal(config):
+    import dataclasses
+
+    from genie_jax.nn import apply_rope, rope_2d_tables
+
+    cos, sin = rope_2d_tables(4, 4, 8, leading=1)  # a prepended token with no position, then a 4x4 grid
+    q, k = (jnp.broadcast_to(jax.random.normal(jax.random.key(i), (8,)), (1, 17, 1, 8)) for i in (0, 1))
+    scores = np.asarray(jnp.einsum("blhd,bmhd->lm", apply_rope(q, cos, sin), apply_rope(k, cos, sin)))
+    # grid token (r, c) is index 1 + 4r + c: the same (+1 row, +1 column) offset from three places
+    np.testing.assert_allclose(scores[1, 6], scores[6, 11], rtol=1e-5)
+    np.testing.assert_allclose(scores[1, 6], scores[2, 7], rtol=1e-5)
+    assert abs(scores[1, 6] - scores[1, 2]) > 1e-3  # a different offset scores differently
+    np.testing.assert_allclose(scores[0, 0], float(q[0, 0, 0] @ k[0, 0, 0]), rtol=1e-5)  # unrotated token
+
+    rope_config = dataclasses.replace(config, dynamics=dataclasses.replace(
+        config.dynamics, transformer=dataclasses.replace(config.dynamics.transformer, spatial_rope=True)))
+    dyn = randomized(build_dynamics(rope_config, SHAPE, "float32", nnx.Rngs(0)))
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, config.tokenizer.codebook_size, (2, 8, 16)).astype(np.int32)
+    actions = dyn.align_actions(jnp.asarray(rng.integers(0, 4, (2, 7))))
+    base = np.asarray(dyn(jnp.asarray(tokens), actions))
+    tokens[:, 5] = (tokens[:, 5] + 1) % config.tokenizer.codebook_size
+    diff = np.abs(np.asarray(dyn(jnp.asarray(tokens), actions)) - base).max(axis=(0, 2, 3))
+    assert (diff[:5] < 1e-6).all() and diff[5] > 0

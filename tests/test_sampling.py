@@ -71,14 +71,15 @@ def test_simulator_rejects_bad_input(simulator, frames):
         simulator.reset(np.zeros((2, 16, 16, 3), np.float32))
 
 
-@pytest.mark.parametrize("conditioning", ["additive", "prepend"])
-def test_cached_generation_equals_recomputing(frames, conditioning):
+@pytest.mark.parametrize("conditioning,rope", [("additive", False), ("prepend", True)])
+def test_cached_generation_equals_recomputing(frames, conditioning, rope):
     """Same key, same frames: with the cache, past the window (slides rebuild it) and after a restore."""
     import dataclasses
 
     config = tiny_config()
-    config = dataclasses.replace(config, dynamics=dataclasses.replace(config.dynamics,
-                                                                      action_conditioning=conditioning))
+    transformer = dataclasses.replace(config.dynamics.transformer, spatial_rope=rope)
+    config = dataclasses.replace(config, dynamics=dataclasses.replace(
+        config.dynamics, action_conditioning=conditioning, transformer=transformer))
     rngs = nnx.Rngs(0)
     models = (randomized(build_tokenizer(config, SHAPE, "float32", rngs)), build_lam(config, SHAPE, "float32", rngs),
               randomized(build_dynamics(config, SHAPE, "float32", rngs)))

@@ -19,7 +19,7 @@ CONDITIONINGS = ("additive", "prepend")
 
 class DynamicsModel(nnx.Module):
     def __init__(self, cfg: DynamicsConfig, *, vocab_size: int, num_tokens: int, num_actions: int,
-                 max_frames: int, dtype, rngs: nnx.Rngs):
+                 max_frames: int, dtype, rngs: nnx.Rngs, grid: tuple[int, int] | None = None):
         if cfg.action_conditioning not in CONDITIONINGS:
             raise ValueError(f"action_conditioning {cfg.action_conditioning!r}: choose one of {CONDITIONINGS}")
         self.cfg, self.vocab_size, self.num_actions = cfg, vocab_size, num_actions
@@ -31,7 +31,7 @@ class DynamicsModel(nnx.Module):
         self.action_embed = nnx.Embed(num_actions + 1, width, embedding_init=embed_init, rngs=rngs)
         self.prepend = cfg.action_conditioning == "prepend"
         self.transformer = STTransformer(cfg.transformer, num_tokens=num_tokens + int(self.prepend),
-                                         max_frames=max_frames, dtype=dtype, rngs=rngs)
+                                         max_frames=max_frames, dtype=dtype, rngs=rngs, grid=grid)
         self.head = dense(width, vocab_size, ("embed", "vocab"), dtype=dtype, rngs=rngs)
 
     def __call__(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> jax.Array:
