@@ -103,8 +103,7 @@ def maskgit_fill_frame_cached(dynamics: DynamicsModel, caches: list[KVCache], ac
                               key: jax.Array, cfg: SamplingConfig) -> tuple[jax.Array, list[KVCache]]:
     """Frame ``t``'s tokens (B, N) from the cache of frames < t, computing only frame t at every step; returns
     them and the caches with frame t added. Same tokens as :func:`maskgit_fill_frame` for the same key."""
-    b, n = action_B.shape[0], dynamics.transformer.pos_spatial.shape[0] - int(dynamics.prepend)
-    empty = jnp.full((b, n), dynamics.mask_id, jnp.int32)
+    empty = jnp.full((action_B.shape[0], dynamics.num_tokens), dynamics.mask_id, jnp.int32)
     frame_BN = maskgit_decode(lambda frame: dynamics.step(frame, action_B, caches, t)[0], empty, key, cfg,
                               dynamics.mask_id)
     return frame_BN, dynamics.step(frame_BN, action_B, caches, t)[1]

@@ -22,7 +22,7 @@ class DynamicsModel(nnx.Module):
                  max_frames: int, dtype, rngs: nnx.Rngs, grid: tuple[int, int] | None = None):
         if cfg.action_conditioning not in CONDITIONINGS:
             raise ValueError(f"action_conditioning {cfg.action_conditioning!r}: choose one of {CONDITIONINGS}")
-        self.cfg, self.vocab_size, self.num_actions = cfg, vocab_size, num_actions
+        self.cfg, self.vocab_size, self.num_actions, self.num_tokens = cfg, vocab_size, num_actions, num_tokens
         self.mask_id = vocab_size  # one extra embedding row stands for "not yet generated"
         self.no_action_id = num_actions  # frame 0 has no action leading into it
         width = cfg.transformer.width
