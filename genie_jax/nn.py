@@ -46,10 +46,13 @@ def rms_norm(dim: int, *, dtype, rngs: nnx.Rngs) -> nnx.RMSNorm:
                        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)), rngs=rngs)
 
 
-class KVCache(NamedTuple):
-    """Temporal keys and values of the frames in a generation window, for one block or (stacked) all blocks.
+RopeTables = tuple[jax.Array, jax.Array]  # cos, sin (L, head_dim) from rope_2d_tables
 
-    keys, values: (B, N, W, heads, head_dim) per block; slots at and after the next frame's are ignored.
+
+class KVCache(NamedTuple):
+    """One block's temporal keys and values of the frames in a generation window (a model keeps a list of them).
+
+    keys, values: (B, N, W, heads, head_dim); slots at and after the next frame's are ignored.
     """
 
     keys: jax.Array
@@ -79,7 +82,7 @@ class Attention(nnx.Module):
     def merge_heads(self, y_BLHD: jax.Array) -> jax.Array:
         return self.out(rearrange(y_BLHD, "b l h d -> b l (h d)"))
 
-    def __call__(self, x_BLD: jax.Array, *, causal: bool, rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    def __call__(self, x_BLD: jax.Array, *, causal: bool, rope: RopeTables | None = None) -> jax.Array:
         q, k, v = self.heads_qkv(x_BLD)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
@@ -87,7 +90,7 @@ class Attention(nnx.Module):
 
 
 def rope_2d_tables(rows: int, cols: int, head_dim: int, leading: int = 0,
-                   base: float = 100.0) -> tuple[jax.Array, jax.Array]:
+                   base: float = 100.0) -> RopeTables:
     """cos, sin tables (L, head_dim) of a 2D rotary embedding for a rows x cols grid of tokens in row-major order,
     after ``leading`` tokens with no position (identity rotation, e.g. a prepended action token). The first half
     of each head rotates with the row index, the second half with the column index."""
@@ -135,7 +138,7 @@ class STBlock(nnx.Module):
         self.norm_f = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
         self.ffn = FeedForward(cfg.width, cfg.ffn_dim, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_BTND: jax.Array, *, return_kv: bool = False, rope=None):
+    def __call__(self, x_BTND: jax.Array, *, return_kv: bool = False, rope: RopeTables | None = None):
         """(B, T, N, D) -> (B, T, N, D); with ``return_kv`` also the temporal keys and values (B, N, T, H, hd),
         which is what generation caches: the past frames' own keys and values never change."""
         b, t, n, d = x_BTND.shape
@@ -150,7 +153,8 @@ class STBlock(nnx.Module):
             return x_BTND
         return x_BTND, tuple(rearrange(a, "(b n) t h e -> b n t h e", b=b) for a in (k, v))
 
-    def step(self, x_BND: jax.Array, cache: KVCache, t: jax.Array, rope=None) -> tuple[jax.Array, KVCache]:
+    def step(self, x_BND: jax.Array, cache: KVCache, t: jax.Array,
+             rope: RopeTables | None = None) -> tuple[jax.Array, KVCache]:
         """One frame at window slot ``t``, attending in time to the cache's slots < t and to itself.
 
         ``cache`` holds this block's keys and values (B, N, W, H, hd); the returned cache has slot t filled with
@@ -188,7 +192,7 @@ class STTransformer(nnx.Module):
         self.norm = rms_norm(cfg.width, dtype=dtype, rngs=rngs)
         self.dtype = dtype
 
-    def _rope(self) -> tuple[jax.Array, jax.Array] | None:
+    def _rope(self) -> RopeTables | None:
         if self.rope_grid is None:
             return None
         rows, cols, head_dim, leading = self.rope_grid
