@@ -40,7 +40,8 @@ def _batched(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh
 
 
 def tokenizer_scores(tokenizer, frames_BTHWC: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """Reconstruction PSNR (dB) and SSIM of every clip, each the mean over its frames: {"psnr": (B,), "ssim": (B,)}.
+    """Reconstruction PSNR (dB) and SSIM of every clip, each the mean over its frames, and the tokens themselves:
+    {"psnr": (B,), "ssim": (B,), "tokens": (B, T, N)}.
 
     Clips are cut to the tokenizer's window. Reconstructions are rounded to uint8, as anything shown to a person is.
     """
@@ -51,9 +52,10 @@ def tokenizer_scores(tokenizer, frames_BTHWC: np.ndarray, batch_size: int) -> di
     @jax.jit
     def score(state, frames):
         model = nnx.merge(graph, state)
-        recon = jnp.round(model.detokenize(model.tokenize(frames)) * 255) / 255
+        tokens = model.tokenize(frames)
+        recon = jnp.round(model.detokenize(tokens) * 255) / 255
         real = frames.astype(jnp.float32) / 255
-        return {"psnr": psnr(recon, real).mean(axis=1), "ssim": ssim(recon, real).mean(axis=1)}
+        return {"psnr": psnr(recon, real).mean(axis=1), "ssim": ssim(recon, real).mean(axis=1), "tokens": tokens}
 
     return _batched(lambda frames: score(state, frames), (frames_BTHWC,), batch_size, mesh)
 
@@ -85,15 +87,6 @@ def teacher_forced_token_accuracy(tokenizer, lam, dynamics, frames_BTHWC: np.nda
         return jax.lax.map(one_frame, jnp.arange(1, tokens_BTN.shape[1])).mean(axis=0)
 
     return _batched(lambda frames: accuracy(states, frames), (frames_BTHWC,), batch_size, mesh)
-
-
-def real_tokens(tokenizer, frames_BTHWC: np.ndarray, batch_size: int) -> np.ndarray:
-    """The tokenizer's tokens (B, T, N) of real clips (cut to its window)."""
-    mesh = make_mesh()
-    graph, state = _placed(tokenizer, mesh)
-    tokenize = jax.jit(lambda state, frames: nnx.merge(graph, state).tokenize(frames))
-    return _batched(lambda frames: tokenize(state, frames), (frames_BTHWC[:, :tokenizer.decoder.max_frames],),
-                    batch_size, mesh)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from genie_jax.data import ClipDataset, DataError
 from genie_jax.eval_actions import alignment_report, usage_report
-from genie_jax.eval_dynamics import real_tokens, rollout_scores, teacher_forced_token_accuracy, tokenizer_scores
+from genie_jax.eval_dynamics import rollout_scores, teacher_forced_token_accuracy, tokenizer_scores
 from genie_jax.evaluate import delta_t_psnr, infer_codes, validation_clips
 from genie_jax.metrics.stats import bootstrap_ci, mean_ci
 from genie_jax.simulator import WorldSimulator
@@ -64,7 +64,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, options: EvalOptions
     clock = time.perf_counter()
     recon = tokenizer_scores(tokenizer, frames[:, :window], batch)
     token_accuracy = teacher_forced_token_accuracy(tokenizer, lam, dynamics, frames[:, :window], batch)
-    tokens = real_tokens(tokenizer, frames[:, :window], batch)
+    tokens = recon["tokens"]
     timings["tokenizer_and_teacher_forced_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

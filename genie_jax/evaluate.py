@@ -11,6 +11,7 @@ import numpy as np
 from genie_jax.data import ClipDataset
 from genie_jax.metrics.alignment import code_usage, normalized_mutual_info
 from genie_jax.metrics.image import psnr
+from genie_jax.metrics.probe import majority_mapping
 from genie_jax.simulator import WorldSimulator
 
 
@@ -48,11 +49,10 @@ def action_alignment(lam, frames_BTHWC: np.ndarray, true_actions_BT: np.ndarray)
     codes_BT = infer_codes(lam, frames_BTHWC)
     known = true_actions_BT >= 0
     true, codes = true_actions_BT[known], codes_BT[known]
-    majority = {int(c): int(np.bincount(true[codes == c]).argmax()) for c in np.unique(codes)}
     return AlignmentReport(
         nmi=float(normalized_mutual_info(true, codes)) if known.any() else float("nan"),
         transitions=int(known.sum()), usage=code_usage(codes_BT.reshape(-1), lam.cfg.num_actions),
-        majority_true_action=majority)
+        majority_true_action=majority_mapping(true, codes))
 
 
 @dataclass(frozen=True)
