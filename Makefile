@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean procgen-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/genie demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) procgen-env
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# procgen2 needs NumPy < 2, so Procgen games run in a Python of their own (~/.cache/genie_jax/procgen-venv).
+procgen-env: $(STAMP)
+	$(BIN)/python -m data_ingest.procgen_games --setup
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -18,7 +18,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video files (mp4 webm mkv mov avi gif) or folders, searched recursively (a folder of "
                              "numbered png/jpg frames is one video); http(s) URLs or @list.txt (one URL a line) "
                              f"fetched with yt-dlp; {SYNTHETIC} (the built-in game); atari:GAME, e.g. atari:Pitfall "
-                             "(needs the 'games' extra)")
+                             "(needs the 'games' extra); procgen:GAME, e.g. procgen:coinrun (needs the procgen "
+                             "environment: python -m data_ingest.procgen_games --setup)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="dataset directory; rerun the same command to resume an interrupted ingest")
     parser.add_argument("--overwrite", action="store_true",
@@ -34,9 +35,16 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--test-fraction", type=float, default=0.0,
                      help="fraction of sources held out for test (video only; default 0)")
     out.add_argument("--seed", type=int, default=0, help="seed for levels, policies and the split (default 0)")
-    games = parser.add_argument_group(f"{SYNTHETIC} and atari:GAME")
+    games = parser.add_argument_group(f"{SYNTHETIC}, atari:GAME and procgen:GAME")
     games.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100)")
-    games.add_argument("--frames-per-episode", type=int, default=300, help="frames per episode (default 300)")
+    games.add_argument("--frames-per-episode", type=int, default=300,
+                       help="frames per episode (default 300; Genie's CoinRun: 1000 per level)")
+    games.add_argument("--procgen-levels", type=int, default=10_000,
+                       help="procgen episodes play distinct levels drawn from seeds 0..N-1 (default 10000, as Genie)")
+    games.add_argument("--procgen-mode", default="hard", help="procgen distribution mode (default hard, as Genie)")
+    games.add_argument("--procgen-python", default="",
+                       help="a Python with procgen2 (default: $GENIE_PROCGEN_PYTHON, else the environment that "
+                            "`python -m data_ingest.procgen_games --setup` creates)")
     video = parser.add_argument_group("video processing")
     video.add_argument("--fps", type=float, default=10.0, help="frame rate clips are resampled to (default 10)")
     video.add_argument("--resize", choices=RESIZE_POLICIES, default="crop",
@@ -97,7 +105,8 @@ def _run_video(args: argparse.Namespace) -> int:
         options = IngestOptions(settings=settings, download=download, workers=args.workers,
                                 val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                                 overwrite=args.overwrite, episodes=args.episodes,
-                                frames_per_episode=args.frames_per_episode)
+                                frames_per_episode=args.frames_per_episode, procgen_levels=args.procgen_levels,
+                                procgen_mode=args.procgen_mode, procgen_python=args.procgen_python)
         report = ingest_video_sources(list(args.sources), args.out, options)
     except (ValueError, FileExistsError) as exc:
         return _usage(str(exc))

@@ -85,6 +85,21 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0) -> Iter
             raise SourceError(f"decode error after {index} frames: {_av_message(exc)}") from None
         if index == 0:
             raise SourceError("no decodable video frames (empty, truncated or unsupported codec)")
+        declared_end = _declared_end(container, stream)
+        decoded_end = float(start + last + 1 / Fraction(rate))
+        # A cut-off download decodes cleanly up to the cut; only the length its header declares gives it away.
+        if declared_end is not None and declared_end - decoded_end > max(1.0, 0.1 * declared_end):
+            raise SourceError(f"truncated: frames end at {decoded_end:.1f} s but the container declares "
+                              f"{declared_end:.1f} s (an interrupted download or copy: fetch it again)")
+
+
+def _declared_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Where the file says its video ends, in seconds from the container's zero, or None if it does not say."""
+    if stream.duration and stream.time_base:
+        return float((stream.start_time or 0) * stream.time_base + stream.duration * stream.time_base)
+    if container.duration:
+        return ((container.start_time or 0) + container.duration) / av.time_base
+    return None
 
 
 def numbered_images(paths: Iterable[Path]) -> list[Path]:

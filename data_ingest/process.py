@@ -23,6 +23,7 @@ from data_ingest.sources import SourceSpec
 from data_ingest.staging import StageWriter, staged_result
 
 RESULT_VERSION = 1
+GAME_KINDS = ("atari", "procgen")  # sources that are played, not read: their settings are their content
 
 
 def source_key(spec: SourceSpec, settings: IngestSettings, content_hash: str) -> str:
@@ -33,7 +34,7 @@ def source_key(spec: SourceSpec, settings: IngestSettings, content_hash: str) ->
 
 def content_hash(spec: SourceSpec, seed: int) -> str:
     """sha256 of everything that decides the source's clips: file bytes, frame images, sidecar, or game settings."""
-    if spec.kind == "atari":
+    if spec.kind in GAME_KINDS:
         return hashlib.sha256(json.dumps([spec.path, seed, spec.provenance], sort_keys=True).encode()).hexdigest()
     files = [Path(f) for f in spec.frames] if spec.kind == "frames" else [Path(spec.path)]
     digest = file_sha256(files)
@@ -76,6 +77,10 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
         from data_ingest.atari import play  # optional extra: imported only when asked for
 
         raw, actions_T, meanings = play(spec, settings, seed=seed)
+    elif spec.kind == "procgen":
+        from data_ingest.procgen_games import play as play_procgen
+
+        raw, actions_T, meanings = play_procgen(spec, settings, seed=seed)
     elif spec.kind == "frames":
         raw = image_frames([Path(f) for f in spec.frames], settings)
     else:

@@ -1,8 +1,8 @@
 """Turning the command line's SOURCE arguments into a list of sources to process.
 
 A SOURCE is a video file, a folder (searched recursively for videos and for folders of numbered frame images),
-a URL, ``@list.txt`` (one URL per line, ``#`` comments), or ``atari:GAME``. Arguments that cannot be used become
-problems (reported, never fatal); files in folders that are not video are listed as ignored.
+a URL, ``@list.txt`` (one URL per line, ``#`` comments), ``atari:GAME`` or ``procgen:GAME``. Arguments that
+cannot be used become problems (reported, never fatal); files in folders that are not video are listed as ignored.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ SIDECAR_SUFFIX = ".actions.json"
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One video to process. kind: "video" (a file), "frames" (numbered images), "atari" (a game to play)."""
+    """One video to process. kind: "video" (a file), "frames" (numbered images), "atari" or "procgen" (a game to
+    play)."""
 
     name: str  # how the manifest, the summary and the dataset call it; unique in a run
     kind: str
-    path: str = ""  # the file, or the folder of frames; the game id for atari
+    path: str = ""  # the file, or the folder of frames; the game for atari and procgen
     frames: tuple[str, ...] = ()  # frame image paths in order (kind "frames")
     sidecar: str = ""  # <stem>.actions.json if present
     provenance: dict = field(default_factory=dict)  # e.g. url, title, uploader, license of a download
+    runner: str = ""  # procgen: the Python that plays the game (where it runs, not what it yields: not hashed)
 
 
 @dataclass
@@ -46,8 +48,9 @@ def discover(arguments: list[str], out_dir: Path) -> Discovery:
     seen_paths: set[Path] = set()
     out_dir = out_dir.resolve()
     for arg in arguments:
-        if arg.startswith("atari:"):
-            found.specs.append(SourceSpec(name=arg, kind="atari", path=arg.removeprefix("atari:")))
+        if arg.startswith(("atari:", "procgen:")):
+            kind, game = arg.split(":", 1)
+            found.specs.append(SourceSpec(name=arg, kind=kind, path=game))
         elif is_url(arg):
             found.urls.append(arg)
         elif arg.startswith("@"):

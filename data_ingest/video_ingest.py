@@ -25,7 +25,7 @@ from typing import Any
 
 from data_ingest.atomic import write_atomic, write_json_atomic
 from data_ingest.clip_dataset import MANIFEST_NAME, assign_splits, build_clip_records, dataset_manifest
-from data_ingest.decode import default_threads
+from data_ingest.decode import SourceError, default_threads
 from data_ingest.download import DownloadSettings, download_all
 from data_ingest.process import process_source
 from data_ingest.report import ingest_manifest, summary_text
@@ -46,8 +46,11 @@ class IngestOptions:
     test_fraction: float = 0.0
     seed: int = 0
     overwrite: bool = False
-    episodes: int = 10  # per game source (atari:GAME)
+    episodes: int = 10  # per game source (atari:GAME, procgen:GAME)
     frames_per_episode: int = 1000
+    procgen_levels: int = 10_000  # procgen levels are drawn from seeds 0..levels-1 (Genie: 10,000)
+    procgen_mode: str = "hard"  # Procgen's distribution mode (Genie: hard)
+    procgen_python: str = ""  # the Python with procgen2; "" = $GENIE_PROCGEN_PYTHON or the default environment
 
 
 @dataclass
@@ -76,7 +79,8 @@ def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: Ing
         clean_tmp(out)
         found = discover(arguments, out)
         results = [_failed(name, "argument", reason) for name, reason in found.problems]
-        specs = _expand_games(found.specs, options)
+        specs, unplayable = _expand_games(found.specs, options)
+        results += unplayable
         results += _process_all(specs, found.urls, out, options, log)
         results = _unique_names(results)
         dataset, error = _build(out, results, options, log)
@@ -126,17 +130,36 @@ def _remove_dataset(out: Path) -> None:
         shutil.rmtree(out / records[0])
 
 
-def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> list[SourceSpec]:
-    """``atari:GAME`` stands for ``options.episodes`` episodes, each its own source (and split unit)."""
-    out = []
+def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> tuple[list[SourceSpec], list[dict]]:
+    """``atari:GAME`` and ``procgen:GAME`` stand for ``options.episodes`` episodes, each its own source (and split
+    unit). Returns the sources and the failures of games that cannot be played at all."""
+    out, failed = [], []
     for spec in specs:
-        if spec.kind != "atari":
+        if spec.kind not in ("atari", "procgen"):
             out.append(spec)
             continue
+        runner = ""
+        if spec.kind == "procgen":
+            from data_ingest.procgen_games import GAMES, MODES, find_python, level_for
+
+            if spec.path not in GAMES or options.procgen_mode not in MODES or options.procgen_levels < 1:
+                failed.append(_failed(spec.name, spec.kind, f"unknown Procgen game {spec.path!r} or mode "
+                                      f"{options.procgen_mode!r} (or --procgen-levels < 1): games are "
+                                      f"{', '.join(GAMES)}; modes {', '.join(MODES)}"))
+                continue
+            try:
+                runner = str(find_python(options.procgen_python))
+            except SourceError as exc:
+                failed.append(_failed(spec.name, spec.kind, str(exc)))
+                continue
         for i in range(options.episodes):
-            out.append(SourceSpec(name=f"{spec.name}/{i:05d}", kind="atari", path=spec.path,
-                                  provenance={"episode": i, "frames": options.frames_per_episode}))
-    return out
+            provenance = {"episode": i, "frames": options.frames_per_episode}
+            if spec.kind == "procgen":
+                provenance.update(level=level_for(i, options.procgen_levels, options.seed),
+                                  levels=options.procgen_levels, mode=options.procgen_mode)
+            out.append(SourceSpec(name=f"{spec.name}/{i:05d}", kind=spec.kind, path=spec.path,
+                                  provenance=provenance, runner=runner))
+    return out, failed
 
 
 def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: IngestOptions,

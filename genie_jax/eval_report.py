@@ -18,6 +18,7 @@ from genie_jax.eval_actions import alignment_report, usage_report
 from genie_jax.eval_dynamics import rollout_scores, teacher_forced_token_accuracy, tokenizer_scores
 from genie_jax.evaluate import delta_t_psnr, infer_codes, validation_clips
 from genie_jax.metrics.stats import bootstrap_ci, mean_ci
+from genie_jax.sharding import make_mesh
 from genie_jax.simulator import WorldSimulator
 
 CLIP_INTERVAL = "95% Student-t interval over clips (per-clip values averaged over seeds)"
@@ -48,7 +49,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, options: EvalOptions
     frames, true_actions = clips["frames"], clips["actions"]
     n = len(frames)
     batch = min(options.batch_size, n)
-    base = WorldSimulator.from_run(run_dir, batch_size=batch, seed=options.seeds[0])
+    # Generation (rollouts, Delta_t) is split over every local device like training's batches.
+    base = WorldSimulator.from_run(run_dir, batch_size=batch, seed=options.seeds[0], mesh=make_mesh())
     tokenizer, lam, dynamics = base.tokenizer, base.lam, base.dynamics
     if (dataset.info.height, dataset.info.width) != (base.height, base.width):
         raise DataError(f"dataset {dataset.info.path} has {dataset.info.height}x{dataset.info.width} frames but the "

@@ -24,6 +24,7 @@ from genie_jax.io_utils import atomic_write_json, atomic_write_text
 from genie_jax.media import label_strip, save_gif, save_png, video_grid
 from genie_jax.metrics.alignment import code_usage
 from genie_jax.metrics.probe import majority_mapping
+from genie_jax.sharding import make_mesh
 from genie_jax.simulator import WorldSimulator
 
 PAD = 2
@@ -58,7 +59,7 @@ def inspect_actions(run_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     loaded = WorldSimulator.from_run(run_dir, seed=options.seed)  # nothing compiles until it is used
     num_actions = loaded.num_actions
     sim = WorldSimulator(loaded.tokenizer, loaded.lam, loaded.dynamics, sampling=loaded.sampling,
-                         batch_size=num_actions, seed=options.seed)  # one world per latent action
+                         batch_size=num_actions, seed=options.seed, mesh=make_mesh())  # a world per action
 
     codes_BT = infer_codes(sim.lam, frames[:options.clips])
     true_BT = true_BT[:options.clips]

@@ -4,11 +4,13 @@ Holds a window of W frames of tokens (W = the dynamics model's training window).
 frame's tokens with MaskGIT, conditioned on the chosen latent action, and decodes it with the tokenizer; beyond
 W frames the window slides (the oldest frame drops out). By default the past frames' keys and values are cached
 (see sampling.py), so a step computes only the new frame; ``use_cache=False`` recomputes the window (reference).
+Given a mesh, the worlds are split over its data axes and the parameters placed as in training, so one jit-compiled
+step runs every local device (evaluation uses this).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -17,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from genie_jax.run import RunDir, load_model
 from genie_jax.sampling import SamplingConfig, maskgit_fill_frame, maskgit_fill_frame_cached
+from genie_jax.sharding import batch_sharding, batch_shards, replicated, state_shardings
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class SimulatorState:
     actions_BW: jax.Array
     length: int  # frames currently in the window
     key: jax.Array
+    # Generation caches (dynamics, tokenizer decoder) of the window's frames, or None: rebuilt on the next step.
+    # Kept with the state, so a restore() continues without recomputing the window.
+    caches: tuple | None = None
+
+    def without_caches(self) -> "SimulatorState":
+        """The same state holding no caches (a few MB each at CoinRun size); restoring it rebuilds them once."""
+        return replace(self, caches=None)
 
 
 def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, key, cfg: SamplingConfig):
@@ -43,17 +54,22 @@ def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW
     return tokens_BWN, jnp.round(frame_BHWC * 255).astype(jnp.uint8)
 
 
+def _prefill(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t):
+    """The (dynamics, tokenizer decoder) caches of the window's frames < t: one pass over the window."""
+    dynamics = nnx.merge(dyn_graph, dyn_state)
+    tokenizer = nnx.merge(tok_graph, tok_state)
+    # Causal in time: slots >= t do not affect the cached slots < t, whatever they hold.
+    return dynamics.prefill(tokens_BWN, actions_BW), tokenizer.decode_prefill(_known(tokens_BWN, t))
+
+
 def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_BWN, actions_BW, t, key,
-                     cfg: SamplingConfig, rebuild: bool):
+                     cfg: SamplingConfig):
     """Cached path: only frame t runs through the dynamics model (each MaskGIT step) and the tokenizer decoder.
 
-    ``caches`` = (dynamics, tokenizer decoder) caches of the window's frames < t; ``rebuild`` recomputes them
-    from the window first (after a reset, a restore, or a slide, which moves every frame's time position).
+    ``caches`` = (dynamics, tokenizer decoder) caches of the window's frames < t (see :func:`_prefill`).
     """
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
-    if rebuild:  # causal: slots >= t do not affect the cached slots < t, whatever they hold
-        caches = (dynamics.prefill(tokens_BWN, actions_BW), tokenizer.decode_prefill(_known(tokens_BWN, t)))
     frame_BN, dyn_caches = maskgit_fill_frame_cached(dynamics, caches[0], actions_BW[:, t], t, key, cfg)
     frame_BHWC, tok_caches = tokenizer.detokenize_step(frame_BN, caches[1], t)
     tokens_BWN = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN.astype(tokens_BWN.dtype), t, axis=1)
@@ -67,7 +83,9 @@ def _known(tokens_BWN: jax.Array, length) -> jax.Array:
 
 class WorldSimulator:
     def __init__(self, tokenizer, lam, dynamics, *, sampling: SamplingConfig, batch_size: int = 1, seed: int = 0,
-                 use_cache: bool = True):
+                 use_cache: bool = True, mesh: Mesh | None = None):
+        """``mesh``: split the ``batch_size`` worlds over its data axes (replicated if they do not divide it) and
+        place the parameters by their logical axes; None keeps everything on the default device."""
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
         self.sampling = sampling
         self.batch_size = batch_size
@@ -76,22 +94,22 @@ class WorldSimulator:
         self.height, self.width = tokenizer.height, tokenizer.width
         self.num_tokens = tokenizer.num_tokens
         self._seed = seed
-        self._dyn = nnx.split(dynamics)
-        self._tok = nnx.split(tokenizer)
+        self._mesh = mesh
+        self._dyn = self._split(dynamics)
+        self._tok = self._split(tokenizer)
         self.use_cache = use_cache
         self._generate = jax.jit(partial(_generate, self._dyn[0], self._tok[0], cfg=sampling))
-        self._generate_cached = jax.jit(partial(_generate_cached, self._dyn[0], self._tok[0], cfg=sampling),
-                                        static_argnames="rebuild")
-        self._caches = None  # generation caches of the current window; None: rebuild on the next step
+        self._generate_cached = jax.jit(partial(_generate_cached, self._dyn[0], self._tok[0], cfg=sampling))
+        self._prefill = jax.jit(partial(_prefill, self._dyn[0], self._tok[0]))
         self._tokenize = jax.jit(lambda state, frames: nnx.merge(self._tok[0], state).tokenize(frames))
-        lam_graph, self._lam_state = nnx.split(lam)
+        lam_graph, self._lam_state = self._split(lam)
         self._infer = jax.jit(lambda state, frames: nnx.merge(lam_graph, state).infer_actions(frames))
         self._state: SimulatorState | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, batch_size: int = 1, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None, seed: int = 0,
-                 dtype: str | None = None) -> "WorldSimulator":
+                 dtype: str | None = None, mesh: Mesh | None = None) -> "WorldSimulator":
         """Loads the tokenizer, LAM and dynamics model trained in ``run_dir``. Sampling settings default to the
         dynamics config's (MaskGIT steps, temperature, schedule)."""
         run = RunDir(run_dir)
@@ -102,22 +120,24 @@ class WorldSimulator:
                                   cfg.temperature if temperature is None else temperature,
                                   schedule or cfg.schedule)
         return cls(load_model(run, "tokenizer", dtype), load_model(run, "lam", dtype), dynamics,
-                   sampling=sampling, batch_size=batch_size, seed=seed)
+                   sampling=sampling, batch_size=batch_size, seed=seed, mesh=mesh)
 
     # ------------------------------------------------------------------------------------------------------
     def reset(self, frames: np.ndarray | str | Path) -> np.ndarray:
         """Starts a world from context frames: (T, H, W, 3) uint8 for every world, (B, T, H, W, 3) one per world,
-        or an image file. Actions between context frames are inferred by the LAM. Returns the last frame(s)."""
+        or an image file. Actions between context frames are inferred by the LAM, and (with the cache) the
+        context's keys and values are computed here, once. Returns the last frame(s)."""
         frames = self._as_batch(frames)
         frames = frames[:, -(self.window - 1):]  # leave room for at least one generated frame
         b, t = frames.shape[:2]
         tokens = np.zeros((b, self.window, self.num_tokens), np.int32)
-        tokens[:, :t] = np.asarray(self._tokenize(self._tok[1], jnp.asarray(frames)))
+        tokens[:, :t] = np.asarray(self._tokenize(self._tok[1], self._place(frames)))
         actions = np.full((b, self.window), self.dynamics.no_action_id, np.int32)
         if t > 1:
-            actions[:, 1:t] = np.asarray(self._infer(self._lam_state, jnp.asarray(frames)))
-        self._state = SimulatorState(jnp.asarray(tokens), jnp.asarray(actions), t, jax.random.key(self._seed))
-        self._caches = None
+            actions[:, 1:t] = np.asarray(self._infer(self._lam_state, self._place(frames)))
+        tokens, actions = self._place(tokens), self._place(actions)
+        caches = self._prefill(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t)) if self.use_cache else None
+        self._state = SimulatorState(tokens, actions, t, jax.random.key(self._seed), caches)
         return frames[:, -1] if b > 1 else frames[0, -1]
 
     def step(self, action_id: int) -> np.ndarray:
@@ -135,21 +155,22 @@ class WorldSimulator:
         if bad or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"action id {bad[0] if bad else action_ids!r} is out of range: this world has "
                              f"{self.num_actions} latent actions, 0..{self.num_actions - 1}")
-        tokens, actions, t = state.tokens_BWN, state.actions_BW, state.length
+        tokens, actions, t, caches = state.tokens_BWN, state.actions_BW, state.length, state.caches
         if t == self.window:  # slide: drop the oldest frame; the new first frame has no action into it
             tokens = jnp.roll(tokens, -1, axis=1)
             actions = jnp.roll(actions, -1, axis=1).at[:, 0].set(self.dynamics.no_action_id)
             t -= 1
-            self._caches = None  # every frame's time position moved: cached keys and values are stale
+            caches = None  # every frame's time position moved: cached keys and values are stale
         actions = actions.at[:, t].set(jnp.asarray(ids, jnp.int32))
         key, step_key = jax.random.split(state.key)
         if self.use_cache:
-            tokens, self._caches, frame = self._generate_cached(self._dyn[1], self._tok[1], self._caches, tokens,
-                                                                actions, jnp.int32(t), step_key,
-                                                                rebuild=self._caches is None)
+            if caches is None:
+                caches = self._prefill(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t))
+            tokens, caches, frame = self._generate_cached(self._dyn[1], self._tok[1], caches, tokens, actions,
+                                                          jnp.int32(t), step_key)
         else:
             tokens, frame = self._generate(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t), step_key)
-        self._state = SimulatorState(tokens, actions, t + 1, key)
+        self._state = SimulatorState(tokens, actions, t + 1, key, caches)
         return np.asarray(frame)
 
     def reseed(self, seed: int) -> None:
@@ -158,7 +179,7 @@ class WorldSimulator:
 
     def infer_actions(self, frames_BTHWC: np.ndarray) -> np.ndarray:
         """The LAM's latent action ids (B, T-1) for the transitions of real clips (B, T, H, W, 3) uint8."""
-        return np.asarray(self._infer(self._lam_state, jnp.asarray(frames_BTHWC)))
+        return np.asarray(self._infer(self._lam_state, self._place(np.asarray(frames_BTHWC))))
 
     def state(self) -> SimulatorState:
         return self._require_state()
@@ -168,9 +189,22 @@ class WorldSimulator:
             raise ValueError(f"state of shape {state.tokens_BWN.shape} does not fit this simulator "
                              f"({self.batch_size} worlds, window {self.window}, {self.num_tokens} tokens)")
         self._state = state
-        self._caches = None
 
     # ------------------------------------------------------------------------------------------------------
+    def _split(self, model: nnx.Module) -> tuple:
+        graph, state = nnx.split(model)
+        if self._mesh is not None:
+            state = jax.device_put(state, state_shardings(state, self._mesh))
+        return graph, state
+
+    def _place(self, batch: np.ndarray) -> jax.Array:
+        """A batch (leading axis: worlds or clips) split over the mesh's data axes where they divide it
+        (replicated where not), or on the default device without a mesh."""
+        if self._mesh is None:
+            return jnp.asarray(batch)
+        fits = len(batch) % batch_shards(self._mesh) == 0
+        return jax.device_put(batch, batch_sharding(self._mesh) if fits else replicated(self._mesh))
+
     def _require_state(self) -> SimulatorState:
         if self._state is None:
             raise RuntimeError("call reset(frames) before step(): the world needs a starting frame")

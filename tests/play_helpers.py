@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -44,11 +45,19 @@ class FakeSimulator:
         self._frame = ((self._frame.astype(np.int64) + 10 * (action + 1)) % 256).astype(np.uint8)
         return self._frame
 
-    def state(self) -> np.ndarray:
-        return self._frame
+    def state(self) -> "FakeState":
+        return FakeState(self._frame)
 
-    def restore(self, state: np.ndarray) -> None:
-        self._frame = state
+    def restore(self, state: "FakeState") -> None:
+        self._frame = state.frame
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeState:
+    frame: np.ndarray
+
+    def without_caches(self) -> "FakeState":
+        return self
 
 
 def fake_clip(index: int) -> dict:

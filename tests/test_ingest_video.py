@@ -57,6 +57,8 @@ def library(tmp_path_factory):
     (v / "broken.mp4").write_bytes(b"\x00\x01garbage" * 200)
     good = write_video(root / "good.mp4", 96, seed=10).read_bytes()
     (v / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    good_webm = write_video(root / "good.webm", 96, seed=10, codec="libvpx-vp9").read_bytes()
+    (v / "cut.webm").write_bytes(good_webm[: len(good_webm) // 2])  # decodes cleanly, up to the cut
     (v / "alien.mp4").write_bytes(good.replace(b"avc1", b"zzzz"))  # a codec FFmpeg does not know
     (v / "zero.mp4").write_bytes(b"")
     write_video(v / "one_frame.mp4", 1, seed=11)
@@ -85,7 +87,8 @@ def by_name(report, suffix):
 
 def test_bad_input_is_reported_by_name_and_the_rest_ingested(ingested):
     assert ingested.exit_code == 1 and ingested.dataset_written
-    expect_failed = {"broken.mp4": "cannot open", "truncated.mp4": "cannot open", "alien.mp4": "unsupported codec",
+    expect_failed = {"broken.mp4": "cannot open", "truncated.mp4": "cannot open", "cut.webm": "truncated: frames end",
+                     "alien.mp4": "unsupported codec",
                      "zero.mp4": "cannot open", "sliver.gif": "absurd resolution 4x4",
                      "bad_frames": "unreadable image frame_0007.png", "short_sidecar.mp4": "has 10 actions"}
     for name, reason in expect_failed.items():
@@ -112,7 +115,7 @@ def test_frames_accounting(ingested):
     paused = by_name(ingested, "paused.mp4")
     assert paused["dropped_frames"]["static"] >= 10 and paused["dropped_frames"]["blank"] == 5
     t = ingested.manifest["totals"]
-    assert t["sources"] == {"ok": 9, "dropped": 1, "failed": 7}
+    assert t["sources"] == {"ok": 9, "dropped": 1, "failed": 8}
 
 
 def test_dataset_is_readable_and_split_by_source(ingested):

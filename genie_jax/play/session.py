@@ -44,7 +44,7 @@ class PlaySession:
                                f"then rewind, reset or start a new world")
         before = self.sim.state()
         frame = self.sim.step(action)
-        self._states.append(before)
+        self._states.append(before.without_caches())  # bounded memory; a rewind rebuilds the caches once
         self.frames.append(frame)
         self.history.append(action)
         return frame
