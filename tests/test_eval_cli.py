@@ -142,3 +142,32 @@ def test_inspect_actions_end_to_end(toy_run, tiny_data, tmp_path, capsys):
         assert action["usage"] == pytest.approx(confusion[a].sum() / confusion.sum())
         expected = f"{a}:{meanings[confusion[a].argmax()]}" if confusion[a].sum() else f"{a}:unused"
         assert action["label"] == expected
+
+
+def test_inspect_actions_on_video_without_true_actions(toy_run, tmp_path, capsys):
+    """Real video carries no true actions: the atlas, effects and usage still come, labelled by id alone."""
+    from ingest_fixtures import write_video
+
+    from data_ingest.settings import IngestSettings
+    from data_ingest.video_ingest import IngestOptions, ingest_video_sources
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        write_video(videos / f"play_{i}.mp4", 90, seed=i, size=64)
+    options = IngestOptions(settings=IngestSettings(height=32, width=32, clip_len=8, min_quality=0.0),
+                            val_fraction=0.34)
+    assert ingest_video_sources([str(videos)], tmp_path / "data", options, log=lambda _: None).exit_code == 0
+    out = tmp_path / "inspect"
+    assert main(["inspect-actions", "--run", str(toy_run), "--data", str(tmp_path / "data"), "--out", str(out),
+                 "--contexts", "2", "--frames", "2", "--clips", "2"]) == 0
+    links = _Links()
+    links.feed((out / "index.html").read_text())
+    assert {"atlas.gif", "atlas.png", "effects.png", "usage.png"} <= set(links.targets)
+    assert "confusion.png" not in links.targets and not (out / "confusion.png").exists()
+    for target in links.targets:
+        assert (out / target).is_file(), target
+    summary = json.loads((out / "inspect.json").read_text())
+    assert summary["true_actions_known"] == 0 and summary["confusion"] is None and summary["transitions"] == 2 * 7
+    assert [a["label"] for a in summary["actions"]] == [str(a) for a in range(len(summary["actions"]))]
+    assert sum(a["usage"] for a in summary["actions"]) == pytest.approx(1.0)
