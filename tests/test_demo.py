@@ -26,3 +26,22 @@ def test_quick_demo_writes_everything_a_person_looks_at(tmp_path):
     # a second run resumes instead of redoing the work
     again = run_demo(tmp_path, quick=True, progress=False)
     assert again["timings"]["tokenizer_s"] < summary["timings"]["tokenizer_s"]
+
+    # What a user runs next on the demo's run and data: `genie eval` (real I3D) and `genie inspect-actions`.
+    from genie_jax.cli import main
+
+    report_path = tmp_path / "report.json"
+    assert main(["eval", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--clips", "4",
+                 "--batch-size", "2", "--resamples", "10", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["generated_clips"] == 4 and report["fvd"]["fvd"]["mean"] >= 0
+    assert 0.0 <= report["alignment"]["nmi"]["mean"] <= 1.0
+    assert report["controllability"]["delta_t_psnr_db"]["mean"] == pytest.approx(
+        report["controllability"]["psnr_inferred_actions_db"] - report["controllability"]["psnr_random_actions_db"],
+        abs=1e-4)
+    atlas = tmp_path / "atlas"
+    assert main(["inspect-actions", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--out",
+                 str(atlas), "--contexts", "2", "--frames", "2", "--clips", "4"]) == 0
+    page = (atlas / "index.html").read_text()
+    for name in ("atlas.gif", "atlas.png", "effects.png", "usage.png", "confusion.png"):
+        assert f'"{name}"' in page and (atlas / name).is_file(), name
