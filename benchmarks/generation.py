@@ -30,28 +30,32 @@ from genie_jax.stages import ModelShape, build_dynamics, build_lam, build_tokeni
 
 
 def time_with_context(sim: WorldSimulator, start: np.ndarray, frames: int) -> float:
-    """Seconds per frame generated from the context frames ``start``, their cache already built."""
+    """Seconds per frame generated from the context frames ``start``, their cache already built (median)."""
     sim.reset(start)
     saved = sim.state()
     sim.step_batch([0] * sim.batch_size)  # compiles
-    t0 = time.perf_counter()
+    times = []
     for i in range(frames):
         sim.restore(saved)
+        t0 = time.perf_counter()
         sim.step_batch([i % sim.num_actions] * sim.batch_size)
-    return (time.perf_counter() - t0) / frames
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def time_sliding(sim: WorldSimulator, start: np.ndarray, frames: int) -> tuple[float, float]:
-    """(seconds per frame in the sliding steady state, seconds of the first step, which compiles)."""
+    """(median seconds per frame in the sliding steady state, seconds of the first step, which compiles)."""
     sim.reset(start)
     t0 = time.perf_counter()
     sim.step_batch([0] * sim.batch_size)  # compiles, and fills the window: every later step slides
     first = time.perf_counter() - t0
     sim.step_batch([1 % sim.num_actions] * sim.batch_size)  # a slide: compiles the rebuild variant
-    t0 = time.perf_counter()
+    times = []
     for i in range(frames):
+        t0 = time.perf_counter()
         sim.step_batch([i % sim.num_actions] * sim.batch_size)
-    return (time.perf_counter() - t0) / frames, first
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), first
 
 
 def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> dict:
@@ -83,7 +87,9 @@ def main() -> None:
     parser.add_argument("--contexts", default="1,4,16,64", help="context lengths (frames) to time")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--frames", type=int, default=3, help="timed frames per case, after two untimed ones")
+    parser.add_argument("--frames", type=int, default=5,
+                        help="timed frames per case, after two untimed ones; the median is reported (shared "
+                             "machines have spikes)")
     args = parser.parse_args()
     print(f"{'preset':>16} {'params_M':>9} {'context':>8} {'batch':>6} {'steps':>6} {'recompute ms':>13} "
           f"{'cached ms':>10} {'speedup':>8} {'sliding ms':>11} {'speedup':>8}  device", flush=True)

@@ -43,15 +43,23 @@ class SimulatorState:
         return replace(self, caches=None)
 
 
-def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, key, cfg: SamplingConfig):
+def _take_action(actions_BW, t, ids_B, key):
+    """The window's actions with ``ids_B`` leading into frame t, and (next key, this frame's sampling key).
+    Inside the compiled step, so a small world's frame costs no extra dispatches."""
+    return actions_BW.at[:, t].set(ids_B), *jax.random.split(key)
+
+
+def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, ids_B, key,
+              cfg: SamplingConfig):
     """Reference path: every MaskGIT step and the decode recompute the whole window."""
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
-    tokens_BWN = maskgit_fill_frame(dynamics, tokens_BWN, actions_BW, t, key, cfg)
+    actions_BW, key, step_key = _take_action(actions_BW, t, ids_B, key)
+    tokens_BWN = maskgit_fill_frame(dynamics, tokens_BWN, actions_BW, t, step_key, cfg)
     # The tokenizer decoder is causal in time too: frame t decodes from tokens of frames <= t.
     frames = tokenizer.detokenize(_known(tokens_BWN, t + 1))
     frame_BHWC = jax.lax.dynamic_index_in_dim(frames, t, axis=1, keepdims=False)
-    return tokens_BWN, jnp.round(frame_BHWC * 255).astype(jnp.uint8)
+    return tokens_BWN, actions_BW, None, jnp.round(frame_BHWC * 255).astype(jnp.uint8), key
 
 
 def _prefill(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t):
@@ -62,7 +70,7 @@ def _prefill(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW,
     return dynamics.prefill(tokens_BWN, actions_BW), tokenizer.decode_prefill(_known(tokens_BWN, t))
 
 
-def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_BWN, actions_BW, t, key,
+def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_BWN, actions_BW, t, ids_B, key,
                      cfg: SamplingConfig):
     """Cached path: only frame t runs through the dynamics model (each MaskGIT step) and the tokenizer decoder.
 
@@ -70,10 +78,11 @@ def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_
     """
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
-    frame_BN, dyn_caches = maskgit_fill_frame_cached(dynamics, caches[0], actions_BW[:, t], t, key, cfg)
+    actions_BW, key, step_key = _take_action(actions_BW, t, ids_B, key)
+    frame_BN, dyn_caches = maskgit_fill_frame_cached(dynamics, caches[0], actions_BW[:, t], t, step_key, cfg)
     frame_BHWC, tok_caches = tokenizer.detokenize_step(frame_BN, caches[1], t)
     tokens_BWN = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN.astype(tokens_BWN.dtype), t, axis=1)
-    return tokens_BWN, (dyn_caches, tok_caches), jnp.round(frame_BHWC * 255).astype(jnp.uint8)
+    return tokens_BWN, actions_BW, (dyn_caches, tok_caches), jnp.round(frame_BHWC * 255).astype(jnp.uint8), key
 
 
 def _known(tokens_BWN: jax.Array, length) -> jax.Array:
@@ -161,15 +170,15 @@ class WorldSimulator:
             actions = jnp.roll(actions, -1, axis=1).at[:, 0].set(self.dynamics.no_action_id)
             t -= 1
             caches = None  # every frame's time position moved: cached keys and values are stale
-        actions = actions.at[:, t].set(jnp.asarray(ids, jnp.int32))
-        key, step_key = jax.random.split(state.key)
+        ids, slot = np.asarray(ids, np.int32), np.int32(t)
         if self.use_cache:
-            if caches is None:
-                caches = self._prefill(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t))
-            tokens, caches, frame = self._generate_cached(self._dyn[1], self._tok[1], caches, tokens, actions,
-                                                          jnp.int32(t), step_key)
+            if caches is None:  # causal: the action into slot t does not touch the cache of slots < t
+                caches = self._prefill(self._dyn[1], self._tok[1], tokens, actions, slot)
+            tokens, actions, caches, frame, key = self._generate_cached(self._dyn[1], self._tok[1], caches, tokens,
+                                                                        actions, slot, ids, state.key)
         else:
-            tokens, frame = self._generate(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t), step_key)
+            tokens, actions, _, frame, key = self._generate(self._dyn[1], self._tok[1], tokens, actions, slot, ids,
+                                                            state.key)
         self._state = SimulatorState(tokens, actions, t + 1, key, caches)
         return np.asarray(frame)
 

@@ -147,3 +147,14 @@ def test_generation_and_i3d_split_worlds_over_eight_devices():
     result = subprocess.run([sys.executable, "-c", SHARDED_GENERATION.format(tests=str(tests))], cwd=tests.parent,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_sample_categorical_draws_from_the_softmax():
+    from genie_jax.sampling import sample_categorical
+
+    probs = np.array([0.1, 0.0, 0.5, 0.4, 0.0])
+    logits = jnp.log(jnp.asarray(probs, jnp.float32))[None, None]  # zero-probability entries are -inf
+    draws = jax.vmap(lambda k: sample_categorical(k, logits))(jax.random.split(jax.random.key(0), 20000))
+    freq = np.bincount(np.asarray(draws).ravel(), minlength=5) / draws.size
+    np.testing.assert_allclose(freq, probs, atol=0.015)  # 3 sigma of a 20,000-draw frequency is < 0.011
+    assert freq[1] == freq[4] == 0  # impossible tokens never come, the last one included
