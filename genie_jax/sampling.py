@@ -48,8 +48,8 @@ def masked_after_step(step: jax.Array, steps: int, num_tokens: int, schedule: st
 def sample_categorical(key: jax.Array, logits_BNV: jax.Array) -> jax.Array:
     """One draw per token from softmax(logits), by inverting its CDF with one uniform number per token.
 
-    The same distribution as ``jax.random.categorical``, which draws Gumbel noise for every vocabulary entry: on a
-    CPU that noise was most of a small model's MaskGIT step (V times more random numbers). -> (B, N) int32.
+    The same distribution as ``jax.random.categorical``, which draws Gumbel noise for every vocabulary entry (V
+    times more random numbers): on a CPU that noise was a quarter of the demo model's MaskGIT step. -> (B, N) int32.
     """
     cdf = jnp.cumsum(jax.nn.softmax(logits_BNV.astype(jnp.float32), axis=-1), axis=-1)
     # u in [0, total): scaled by the CDF's own end, which float rounding leaves a little off 1, so the draw can
