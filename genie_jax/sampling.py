@@ -49,7 +49,8 @@ def sample_categorical(key: jax.Array, logits_BNV: jax.Array) -> jax.Array:
     """One draw per token from softmax(logits), by inverting its CDF with one uniform number per token.
 
     The same distribution as ``jax.random.categorical``, which draws Gumbel noise for every vocabulary entry (V
-    times more random numbers): on a CPU that noise was a quarter of the demo model's MaskGIT step. -> (B, N) int32.
+    times more random numbers): on a CPU that noise was about a fifth of the demo model's MaskGIT step. -> (B, N)
+    int32.
     """
     cdf = jnp.cumsum(jax.nn.softmax(logits_BNV.astype(jnp.float32), axis=-1), axis=-1)
     # u in [0, total): scaled by the CDF's own end, which float rounding leaves a little off 1, so the draw can
