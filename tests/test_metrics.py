@@ -246,6 +246,10 @@ def test_frechet_distance_matches_reference() -> None:
     got = frechet_distance(mu1, s1, mu2, s2)
     assert isinstance(got, float)
     assert got == pytest.approx(_frechet_reference(mu1, s1, mu2, s2), rel=1e-6)
+    from scipy import linalg  # the reference FID code's way, fine on well-conditioned covariances
+
+    scipy_way = float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2)).real)
+    assert got == pytest.approx(scipy_way, rel=1e-6)
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -258,3 +262,8 @@ def test_frechet_distance_1d_closed_form_and_singular() -> None:
     mu2, s2 = feature_statistics(rng.normal(size=(5, 20)))
     d = frechet_distance(mu1, s1, mu2, s2)
     assert np.isfinite(d) and d > 0
+    # 4 clips of 400-d features (FVD at small scale): scipy's sqrtm of the product gave imaginary parts near 1.
+    x, y = rng.normal(size=(4, 400)), rng.normal(size=(4, 400))
+    (m1, c1), (m2, c2) = feature_statistics(x), feature_statistics(y)
+    assert frechet_distance(m1, c1, m1, c1) == pytest.approx(0.0, abs=1e-6)
+    assert np.isfinite(frechet_distance(m1, c1, m2, c2)) and frechet_distance(m1, c1, m2, c2) > 0
