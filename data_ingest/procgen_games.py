@@ -18,6 +18,7 @@ target frame rate, so nothing is resampled away.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -25,7 +26,6 @@ import sys
 import tempfile
 import venv
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,13 @@ def setup_env(path: Path = DEFAULT_ENV) -> Path:
 
 def level_for(episode: int, levels: int, seed: int) -> int:
     """Episode i plays level permutation(levels)[i]: distinct levels until all ``levels`` are used."""
-    order = np.random.default_rng(np.random.SeedSequence([seed, levels])).permutation(levels)
-    return int(order[episode % levels])
+    return int(_level_order(levels, seed)[episode % levels])
+
+
+@functools.lru_cache(maxsize=4)
+def _level_order(levels: int, seed: int) -> np.ndarray:
+    """One permutation per (levels, seed), not one per episode."""
+    return np.random.default_rng(np.random.SeedSequence([seed, levels])).permutation(levels)
 
 
 def play(spec: SourceSpec, settings: IngestSettings, *, seed: int) -> tuple[Iterator[RawFrame], np.ndarray, list[str]]:
@@ -104,7 +109,7 @@ def play(spec: SourceSpec, settings: IngestSettings, *, seed: int) -> tuple[Iter
             raise SourceError(f"the procgen player failed ({last}); check {command[0]} has procgen2: {SETUP_HINT}")
         frames = _checked_frames(out, len(actions) + 1)
         meanings = json.loads(done.stdout.strip().splitlines()[-1])["meanings"]
-    rate = Fraction(str(settings.fps)).limit_denominator(1001)
+    rate = settings.fps_fraction
     return (RawFrame(i, i / rate, frame) for i, frame in enumerate(frames)), actions, list(meanings)
 
 

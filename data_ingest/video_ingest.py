@@ -27,7 +27,7 @@ from data_ingest.atomic import write_atomic, write_json_atomic
 from data_ingest.clip_dataset import MANIFEST_NAME, assign_splits, build_clip_records, dataset_manifest
 from data_ingest.decode import SourceError, default_threads
 from data_ingest.download import DownloadSettings, download_all
-from data_ingest.process import process_source
+from data_ingest.process import GAME_KINDS, process_source
 from data_ingest.report import ingest_manifest, summary_text
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec, discover
@@ -135,7 +135,7 @@ def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> tuple[list
     unit). Returns the sources and the failures of games that cannot be played at all."""
     out, failed = [], []
     for spec in specs:
-        if spec.kind not in ("atari", "procgen"):
+        if spec.kind not in GAME_KINDS:
             out.append(spec)
             continue
         runner = ""
