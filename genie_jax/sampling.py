@@ -37,12 +37,29 @@ class SamplingConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
 
 
-def masked_after_step(step: jax.Array, steps: int, num_tokens: int, schedule: str) -> jax.Array:
-    """How many tokens stay masked after MaskGIT step ``step`` (0-based); 0 after the last step."""
-    progress = (step + 1) / steps
-    fraction = jnp.cos(0.5 * math.pi * progress) if schedule == "cosine" else 1.0 - progress
-    # float32 cos(pi/2) is slightly negative: clamp so the last step leaves exactly zero masked.
-    return jnp.maximum(jnp.floor(num_tokens * fraction), 0).astype(jnp.int32)
+def masked_after_step(steps: int, num_tokens: int, schedule: str) -> list[int]:
+    """How many of ``num_tokens`` stay masked after each MaskGIT step (0-based); 0 after the last step."""
+    counts = []
+    for step in range(steps):
+        progress = (step + 1) / steps
+        fraction = math.cos(0.5 * math.pi * progress) if schedule == "cosine" else 1.0 - progress
+        counts.append(max(math.floor(num_tokens * fraction), 0))  # cos(pi/2) is ~6e-17: floors to 0
+    return counts
+
+
+def unmasking_steps(steps: int, num_tokens: int, schedule: str) -> list[tuple[int, int]]:
+    """(step, tokens masked after it) for the schedule's steps that unmask at least one token.
+
+    A step whose count equals the previous one re-masks every token it sampled: it changes nothing, so it is not
+    run. Few tokens a frame make many such steps: at Jasmine's CoinRun settings (16 tokens, 25 steps) only 16
+    steps unmask anything.
+    """
+    kept, before = [], num_tokens
+    for step, masked in enumerate(masked_after_step(steps, num_tokens, schedule)):
+        if masked < before:
+            kept.append((step, masked))
+        before = masked
+    return kept
 
 
 def sample_categorical(key: jax.Array, logits_BNV: jax.Array) -> jax.Array:
@@ -65,11 +82,14 @@ def maskgit_decode(logits_fn: Callable[[jax.Array], jax.Array], frame_BN: jax.Ar
 
     ``logits_fn`` maps the current (partly masked) frame to its logits (B, N, vocab). Each step samples all
     unknown tokens, keeps the most confident ones and re-masks the rest, following the schedule; the last step
-    leaves nothing masked. One ``fori_loop``: the whole frame is a single compiled call.
+    leaves nothing masked. Steps that would unmask nothing are skipped (:func:`unmasking_steps`). One
+    ``fori_loop``: the whole frame is a single compiled call.
     """
-    n = frame_BN.shape[1]
+    schedule = unmasking_steps(cfg.steps, frame_BN.shape[1], cfg.schedule)
+    step_ids = jnp.asarray([step for step, _ in schedule], jnp.int32)
+    masked_after = jnp.asarray([masked for _, masked in schedule], jnp.int32)
 
-    def body(i, carry):
+    def body(j, carry):
         current_BN, key = carry
         key, sample_key, noise_key = jax.random.split(key, 3)
         logits_BNV = logits_fn(current_BN)
@@ -81,17 +101,17 @@ def maskgit_decode(logits_fn: Callable[[jax.Array], jax.Array], frame_BN: jax.Ar
         log_probs = jax.nn.log_softmax(logits_BNV)
         confidence = jnp.take_along_axis(log_probs, sampled[..., None], axis=-1)[..., 0]
         # MaskGIT's annealed noise on the confidence: more exploration in early steps.
-        anneal = cfg.temperature * (1.0 - (i + 1) / cfg.steps)
+        anneal = cfg.temperature * (1.0 - (step_ids[j] + 1) / cfg.steps)
         confidence = confidence + anneal * jax.random.gumbel(noise_key, confidence.shape)
         unknown = current_BN == mask_id
         sampled = jnp.where(unknown, sampled, current_BN)
         confidence = jnp.where(unknown, confidence, jnp.inf)
         # Re-mask the least confident tokens: rank 0 is the least confident.
         rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)
-        remask = rank < masked_after_step(i, cfg.steps, n, cfg.schedule)
+        remask = rank < masked_after[j]
         return jnp.where(remask, mask_id, sampled).astype(current_BN.dtype), key
 
-    return jax.lax.fori_loop(0, cfg.steps, body, (frame_BN, key))[0]
+    return jax.lax.fori_loop(0, len(schedule), body, (frame_BN, key))[0]
 
 
 def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_BW: jax.Array, t: jax.Array,

@@ -10,7 +10,7 @@ from conftest import tiny_config
 from flax import nnx
 from test_models import randomized
 
-from genie_jax.sampling import SamplingConfig, maskgit_fill_frame, masked_after_step
+from genie_jax.sampling import SamplingConfig, maskgit_fill_frame, masked_after_step, unmasking_steps
 from genie_jax.simulator import WorldSimulator
 from genie_jax.stages import ModelShape, build_dynamics, build_lam, build_tokenizer
 
@@ -19,8 +19,40 @@ SHAPE = ModelShape(16, 16, 8)
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_schedule_is_monotone_and_ends_unmasked(schedule):
-    counts = [int(masked_after_step(jnp.int32(i), 8, 64, schedule)) for i in range(8)]
+    counts = masked_after_step(8, 64, schedule)
     assert counts == sorted(counts, reverse=True) and counts[-1] == 0 and counts[0] < 64
+
+
+def test_only_steps_that_unmask_a_token_are_run():
+    counts = masked_after_step(25, 16, "cosine")
+    kept = unmasking_steps(25, 16, "cosine")
+    assert len(kept) == 16 and [m for _, m in kept] == list(range(15, -1, -1))
+    skipped = [i for i in range(25) if i not in dict(kept)]
+    assert skipped and all(counts[i] == counts[i - 1] for i in skipped)
+    assert unmasking_steps(8, 64, "cosine") == list(enumerate(masked_after_step(8, 64, "cosine")))
+
+
+def test_skipped_steps_would_change_nothing():
+    """Greedy decoding through all 25 scheduled steps (a plain loop) gives the frame the skipping decoder gives."""
+    config = tiny_config()
+    dyn = randomized(build_dynamics(config, SHAPE, "float32", nnx.Rngs(0)))
+    rng = np.random.default_rng(1)
+    tokens = jnp.asarray(rng.integers(0, config.tokenizer.codebook_size, (2, 8, 16)), jnp.int32)
+    actions = dyn.align_actions(jnp.asarray(rng.integers(0, 4, (2, 7))))
+    t = 3
+    cfg = SamplingConfig(steps=25, temperature=0.0)
+    fast = np.asarray(maskgit_fill_frame(dyn, tokens, actions, jnp.int32(t), jax.random.key(0), cfg))[:, t]
+
+    window = np.asarray(tokens).copy()
+    window[:, t:] = dyn.mask_id
+    for masked in masked_after_step(cfg.steps, 16, cfg.schedule):
+        log_probs = np.asarray(jax.nn.log_softmax(dyn(jnp.asarray(window), actions)[:, t]))
+        sampled = log_probs.argmax(-1)
+        unknown = window[:, t] == dyn.mask_id
+        confidence = np.where(unknown, np.take_along_axis(log_probs, sampled[..., None], -1)[..., 0], np.inf)
+        rank = np.argsort(np.argsort(confidence, axis=-1, kind="stable"), axis=-1, kind="stable")
+        window[:, t] = np.where(rank < masked, dyn.mask_id, np.where(unknown, sampled, window[:, t]))
+    np.testing.assert_array_equal(fast, window[:, t])
 
 
 def test_maskgit_fills_every_token_of_frame_t_and_keeps_the_past():
