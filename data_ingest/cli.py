@@ -65,6 +65,11 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--max-side", type=int, default=8192,
                        help="refuse videos/images with a side above this as absurd (default 8192)")
     video.add_argument("--workers", type=int, default=1, help="processes working on sources in parallel")
+    video.add_argument("--beam-runner", default="", metavar="RUNNER",
+                       help="cut the dataset's clips in an Apache Beam pipeline on this runner (DirectRunner, "
+                            "DataflowRunner, FlinkRunner, ...; needs genie_jax[beam]); same dataset as without")
+    video.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="one more Beam pipeline option, e.g. direct_num_workers=2 (repeatable)")
     net = parser.add_argument_group("downloads (yt-dlp)")
     net.add_argument("--rate-limit", default="", help="download rate limit, e.g. 2M (bytes/s; default none)")
     net.add_argument("--download-retries", type=int, default=3, help="retries per URL, with backoff (default 3)")
@@ -88,6 +93,12 @@ def _run_video(args: argparse.Namespace) -> int:
     from data_ingest.settings import IngestSettings
     from data_ingest.video_ingest import IngestOptions, ingest_video_sources
 
+    if args.beam_option and not args.beam_runner:
+        return _usage("--beam-option needs --beam-runner")
+    if any("=" not in kv or kv.startswith("-") for kv in args.beam_option):
+        return _usage(f"--beam-option takes KEY=VALUE, got {args.beam_option}")
+    beam_options = (f"--runner={args.beam_runner}", *(f"--{kv}" for kv in args.beam_option)) if args.beam_runner \
+        else ()
     if args.workers < 1 or args.download_retries < 0 or args.episodes < 1 or args.frames_per_episode < 2:
         return _usage("--workers and --episodes must be >= 1, --download-retries >= 0, --frames-per-episode >= 2")
     try:
@@ -106,7 +117,8 @@ def _run_video(args: argparse.Namespace) -> int:
                                 val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                                 overwrite=args.overwrite, episodes=args.episodes,
                                 frames_per_episode=args.frames_per_episode, procgen_levels=args.procgen_levels,
-                                procgen_mode=args.procgen_mode, procgen_python=args.procgen_python)
+                                procgen_mode=args.procgen_mode, procgen_python=args.procgen_python,
+                                beam_options=beam_options)
         report = ingest_video_sources(list(args.sources), args.out, options)
     except (ValueError, FileExistsError) as exc:
         return _usage(str(exc))
@@ -115,6 +127,8 @@ def _run_video(args: argparse.Namespace) -> int:
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
+    if args.beam_runner:
+        return _usage(f"--beam-runner applies to video and game sources, not {SYNTHETIC}")
     for flag, value, low in (("--episodes", args.episodes, 2), ("--frames-per-episode", args.frames_per_episode, 2),
                              ("--clip-len", args.clip_len, 2), ("--size", args.size, 16)):
         if value < low:

@@ -51,6 +51,7 @@ class IngestOptions:
     procgen_levels: int = 10_000  # procgen levels are drawn from seeds 0..levels-1 (Genie: 10,000)
     procgen_mode: str = "hard"  # Procgen's distribution mode (Genie: hard)
     procgen_python: str = ""  # the Python with procgen2; "" = $GENIE_PROCGEN_PYTHON or the default environment
+    beam_options: tuple[str, ...] = ()  # given: the dataset's clips are cut by an Apache Beam pipeline with these flags
 
 
 @dataclass
@@ -254,7 +255,8 @@ def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions,
     build_dir.mkdir(parents=True)
     try:
         records = build_clip_records(build_dir, sources, splits, clip_len=s.clip_len, stride=s.clip_stride,
-                                     height=s.height, width=s.width, action_meanings=meanings)
+                                     height=s.height, width=s.width, action_meanings=meanings,
+                                     beam_options=options.beam_options)
     except ValueError as exc:
         return None, str(exc)
     # The records move next to the manifest under a name of their own, so an older dataset stays readable
