@@ -9,7 +9,6 @@ actions are off, because the policy already holds actions and the labels must be
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fractions import Fraction
 
 import numpy as np
 
@@ -63,10 +62,10 @@ def play(spec: SourceSpec, settings: IngestSettings, *, seed: int) -> tuple[Iter
 
 
 def _frames(env, actions: np.ndarray, episode_seed: int) -> Iterator[RawFrame]:
-    rate = Fraction(ALE_HZ, FRAMESKIP)
+    rate = ALE_HZ / FRAMESKIP  # observations per second
     try:
         obs, _ = env.reset(seed=episode_seed)
-        yield RawFrame(0, Fraction(0), obs)
+        yield RawFrame(0, 0.0, obs)
         for i, action in enumerate(actions, 1):
             obs, _, terminated, truncated, _ = env.step(int(action))
             yield RawFrame(i, i / rate, obs)

@@ -109,8 +109,8 @@ def play(spec: SourceSpec, settings: IngestSettings, *, seed: int) -> tuple[Iter
             raise SourceError(f"the procgen player failed ({last}); check {command[0]} has procgen2: {SETUP_HINT}")
         frames = _checked_frames(out, len(actions) + 1)
         meanings = json.loads(done.stdout.strip().splitlines()[-1])["meanings"]
-    rate = settings.fps_fraction
-    return (RawFrame(i, i / rate, frame) for i, frame in enumerate(frames)), actions, list(meanings)
+    # One step per output frame: frame i at i / fps, the very times resampling asks for.
+    return (RawFrame(i, i / settings.fps, frame) for i, frame in enumerate(frames)), actions, list(meanings)
 
 
 def _checked_frames(path: Path, expected: int) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from fractions import Fraction
 
 RESIZE_POLICIES = ("crop", "pad", "stretch")
 
@@ -54,11 +53,6 @@ class IngestSettings:
     @property
     def clip_stride(self) -> int:
         return self.clip_len if self.stride is None else self.stride
-
-    @property
-    def fps_fraction(self) -> Fraction:
-        """The target rate as an exact fraction, so resampling has no float drift over long videos."""
-        return Fraction(str(self.fps)).limit_denominator(1001)
 
     @property
     def min_frames(self) -> int:

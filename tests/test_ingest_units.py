@@ -1,7 +1,6 @@
 """Ingest building blocks, one at a time: resampling, resizing, filters, clip cutting, actions, discovery."""
 
 from collections import Counter
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -15,19 +14,30 @@ from data_ingest.sources import discover
 
 
 def frames_at(times: list[float]) -> list[RawFrame]:
-    return [RawFrame(i, Fraction(t).limit_denominator(10000), i) for i, t in enumerate(times)]
+    return [RawFrame(i, t, i) for i, t in enumerate(times)]
 
 
 def test_resample_down_up_and_variable_rate():
     thirty = frames_at([i / 30 for i in range(31)])  # 1 s at 30 fps
-    assert [f.index for f in resample(thirty, Fraction(10))] == list(range(0, 31, 3))
+    assert [f.index for f in resample(thirty, 10)] == list(range(0, 31, 3))
     five = frames_at([i / 5 for i in range(5)])  # 0.8 s at 5 fps: every frame shown twice, the last once
-    assert [f.index for f in resample(five, Fraction(10))] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    assert [f.index for f in resample(five, 10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
     jittered = frames_at([0, 0.0339, 0.0661, 0.1004, 0.134, 0.166, 0.2001])  # WebM-style rounding
-    assert [f.index for f in resample(jittered, Fraction(10))] == [0, 3, 6]
+    assert [f.index for f in resample(jittered, 10)] == [0, 3, 6]
     gappy = frames_at([0, 0.05, 0.5])  # a stall: the last frame before it is held
-    assert [f.index for f in resample(gappy, Fraction(10))] == [0, 1, 1, 1, 1, 2]
-    assert list(resample([], Fraction(10))) == []
+    assert [f.index for f in resample(gappy, 10)] == [0, 1, 1, 1, 1, 2]
+    assert list(resample([], 10)) == []
+
+
+def test_resample_has_no_float_drift_over_long_videos():
+    """Float times, checked against exact fractions: three hours of NTSC video (30000/1001 fps) to 10 fps."""
+    n = 3 * 3600 * 30
+    got = [f.index for f in resample((RawFrame(i, i * 1001 / 30000, None) for i in range(n)), 10)]
+    # Output k shows the last source frame i with i * 1001/30000 <= k/10 + 1 ms (the slack), in integers:
+    # i * 1001 <= 3000 k + 30; a frame exactly on that bound may fall either way.
+    for k, index in enumerate(got):
+        assert index in {(3000 * k + 29) // 1001, (3000 * k + 30) // 1001}, (k, index)
+    assert len(got) == (n - 1) * 1001 // 3000 + 1
 
 
 @pytest.mark.parametrize("policy, expect", [("crop", (114, 64)), ("pad", (64, 36)), ("stretch", (64, 64))])
@@ -136,7 +146,7 @@ def test_image_frames_refuse_bad_images(tmp_path):
     folder = write_frame_folder(tmp_path / "f", 3, seed=1)
     paths = sorted(folder.iterdir())
     got = list(image_frames(paths, s))
-    assert [read_index(f.image) for f in got] == [0, 1, 2] and got[1].time == Fraction(1, 10)
+    assert [read_index(f.image) for f in got] == [0, 1, 2] and got[1].time == pytest.approx(0.1)
     paths[1].write_bytes(b"not a png")
     with pytest.raises(SourceError, match="unreadable image frame_0001.png"):
         list(image_frames(paths, s))
