@@ -2,7 +2,8 @@
 key/value cache, per preset and context length; prints a table.
 
 Randomly initialised models (speed does not depend on the weights), one world (batch 1) unless --batch says
-otherwise, the preset's MaskGIT steps (25 for CoinRun). For a context of c frames the models are built with a
+otherwise, the preset's MaskGIT steps (25 for CoinRun; "run" counts those that unmask a token, the others change
+nothing and are skipped). For a context of c frames the models are built with a
 window of c + 1 frames, and every timed frame is generated from exactly c context frames:
 - recompute: every MaskGIT step runs the whole window (it runs no frame it does not need: its best case);
 - cached: the c context frames' keys and values are in the cache (a world that has not yet filled its window, or
@@ -24,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from genie_jax.config import load_preset, preset_path
-from genie_jax.sampling import SamplingConfig
+from genie_jax.sampling import SamplingConfig, unmasking_steps
 from genie_jax.simulator import WorldSimulator
 from genie_jax.stages import ModelShape, build_dynamics, build_lam, build_tokenizer
 
@@ -67,6 +68,7 @@ def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> d
     sampling = SamplingConfig(config.dynamics.maskgit_steps, config.dynamics.temperature, config.dynamics.schedule)
     start = np.random.default_rng(0).integers(0, 256, (batch, context, size, size, 3), np.uint8)
     row = {"preset": preset, "context": context, "batch": batch, "maskgit_steps": sampling.steps,
+           "steps_run": len(unmasking_steps(sampling.steps, models[2].num_tokens, sampling.schedule)),
            "params_M": sum(x.size for m in models for x in jax.tree.leaves(nnx.state(m, nnx.Param))) / 1e6,
            "device": jax.devices()[0].device_kind}
     recompute = WorldSimulator(*models, sampling=sampling, batch_size=batch, use_cache=False)
@@ -91,13 +93,13 @@ def main() -> None:
                         help="timed frames per case, after two untimed ones; the median is reported (shared "
                              "machines have spikes)")
     args = parser.parse_args()
-    print(f"{'preset':>16} {'params_M':>9} {'context':>8} {'batch':>6} {'steps':>6} {'recompute ms':>13} "
+    print(f"{'preset':>16} {'params_M':>9} {'context':>8} {'batch':>6} {'steps':>6} {'run':>4} {'recompute ms':>13} "
           f"{'cached ms':>10} {'speedup':>8} {'sliding ms':>11} {'speedup':>8}  device", flush=True)
     for preset in args.presets.split(","):
         for context in (int(c) for c in args.contexts.split(",")):
             r = measure(preset, context, args.batch, args.dtype, args.frames)
             print(f"{r['preset']:>16} {r['params_M']:>9.2f} {r['context']:>8} {r['batch']:>6} "
-                  f"{r['maskgit_steps']:>6} {r['recompute_ms']:>13.1f} {r['cached_ms']:>10.1f} "
+                  f"{r['maskgit_steps']:>6} {r['steps_run']:>4} {r['recompute_ms']:>13.1f} {r['cached_ms']:>10.1f} "
                   f"{r['speedup']:>7.1f}x {r['sliding_ms']:>11.1f} {r['sliding_speedup']:>7.1f}x  {r['device']}",
                   flush=True)
 

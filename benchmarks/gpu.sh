@@ -3,7 +3,8 @@
 # without the KV cache.
 # Usage (on a machine with a CUDA GPU and a CUDA jax): bash benchmarks/gpu.sh [OUT_DIR]
 # If this project is not importable yet, it is installed with pip (which needs a package index); on an offline
-# machine put the project's dependencies on PYTHONPATH first.
+# machine put the project's dependencies on PYTHONPATH first, but keep the machine's own jax, flax, optax and orbax
+# together (flax 0.12.8 does not import under jax 0.11.2; the pair jax 0.11.2 + flax 0.12.10 ran).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu_results}"
