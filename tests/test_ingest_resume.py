@@ -25,9 +25,9 @@ def library(tmp_path_factory) -> Path:
     return videos
 
 
-def ingest_command(library: Path, out: Path) -> list[str]:
+def ingest_command(library: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "data_ingest.cli", str(library), "--out", str(out), "--clip-len", "8",
-            "--stride", "4", "--val-fraction", "0.2", "--test-fraction", "0.1", "--seed", "3"]
+            "--stride", "4", "--val-fraction", "0.2", "--test-fraction", "0.1", "--seed", "3", *extra]
 
 
 def run(library: Path, out: Path) -> subprocess.CompletedProcess:
@@ -36,14 +36,15 @@ def run(library: Path, out: Path) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def kill_when(library: Path, out: Path, ready) -> bool:
+def kill_when(library: Path, out: Path, ready, *extra: str, before_kill=lambda pid: None) -> bool:
     """Starts an ingest, SIGKILLs it as soon as ``ready(out)`` holds; False if it finished first."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(ingest_command(library, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
+    proc = subprocess.Popen(ingest_command(library, out, *extra), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
     try:
         while proc.poll() is None:
             if ready(out):
+                before_kill(proc.pid)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return True
@@ -92,3 +93,40 @@ def test_kill_and_resume(library, reference, tmp_path, moment):
     assert len(list(out.glob("tfds-*"))) == 1
     ds = ClipDataset(out)
     assert sum(len(ds.split(s)) for s in ds.info.num_clips) == sum(reference["num_clips"].values())
+
+
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # gone
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping; an exited process waiting to be reaped (zombie) counts as gone."""
+    info = _state_and_parent(pid)
+    return info is not None and info[0] != "Z"
+
+
+def children_of(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (from /proc: Linux)."""
+    return {int(p.name) for p in Path("/proc").glob("[0-9]*")
+            if (info := _state_and_parent(int(p.name))) and info[1] == pid and info[0] != "Z"}
+
+
+@pytest.mark.slow
+def test_killed_ingest_leaves_no_workers_behind(library, reference, tmp_path):
+    """SIGKILL `genie ingest --workers 2` mid-run: its pool's workers end too (they would otherwise wait for work
+    forever), and the rerun still gives the reference dataset."""
+    out, workers = tmp_path / "data", set()
+    killed = kill_when(library, out, lambda o: len(staged(o)) >= 2, "--workers", "2",
+                       before_kill=lambda pid: workers.update(children_of(pid)))
+    assert killed and workers, "the ingest finished before it could be killed; make the fixture bigger"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if alive(w)], "workers outlived the killed ingest"
+    result = run(library, out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "genie_dataset.json").read_text())["fingerprint"] == reference["fingerprint"]
