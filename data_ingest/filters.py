@@ -95,10 +95,11 @@ def segment(frames: Iterable[tuple[int, np.ndarray]], settings: IngestSettings,
             counts["scene_cuts"] += 1
             yield CUT
         after_picture = True
-        if run:  # compare with the run's first picture, which outside static stretches is the previous frame
-            changed = changed_from_previous if run[0][1] is previous else changed_fraction(run[0][1], rgb)
-        if run and changed <= settings.static_pixels:
-            previous = rgb
+        # Same picture as the run's first? Outside static stretches that is the previous frame, already compared.
+        same_picture = bool(run) and (changed_from_previous if run[0][1] is previous
+                                      else changed_fraction(run[0][1], rgb)) <= settings.static_pixels
+        previous = rgb
+        if same_picture:
             if static:
                 counts["static"] += 1
                 continue
@@ -110,7 +111,6 @@ def segment(frames: Iterable[tuple[int, np.ndarray]], settings: IngestSettings,
                 counts["static"] += len(run) - 1
                 run = [run[0]]  # the anchor stays as the reference picture
             continue
-        previous = rgb
         if not static:
             yield from run
         run, static = [(index, rgb)], False
