@@ -32,13 +32,18 @@ def test_only_steps_that_unmask_a_token_are_run():
     assert unmasking_steps(8, 64, "cosine") == list(enumerate(masked_after_step(8, 64, "cosine")))
 
 
-def test_skipped_steps_would_change_nothing():
-    """Greedy decoding through all 25 scheduled steps (a plain loop) gives the frame the skipping decoder gives."""
+def dynamics_and_window(seed: int):
+    """A randomized tiny dynamics model and a random window: tokens (2, 8, 16), actions (2, 8)."""
     config = tiny_config()
     dyn = randomized(build_dynamics(config, SHAPE, "float32", nnx.Rngs(0)))
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     tokens = jnp.asarray(rng.integers(0, config.tokenizer.codebook_size, (2, 8, 16)), jnp.int32)
-    actions = dyn.align_actions(jnp.asarray(rng.integers(0, 4, (2, 7))))
+    return config, dyn, tokens, dyn.align_actions(jnp.asarray(rng.integers(0, 4, (2, 7))))
+
+
+def test_skipped_steps_would_change_nothing():
+    """Greedy decoding through all 25 scheduled steps (a plain loop) gives the frame the skipping decoder gives."""
+    _, dyn, tokens, actions = dynamics_and_window(1)
     t = 3
     cfg = SamplingConfig(steps=25, temperature=0.0)
     fast = np.asarray(maskgit_fill_frame(dyn, tokens, actions, jnp.int32(t), jax.random.key(0), cfg))[:, t]
@@ -56,11 +61,7 @@ def test_skipped_steps_would_change_nothing():
 
 
 def test_maskgit_fills_every_token_of_frame_t_and_keeps_the_past():
-    config = tiny_config()
-    dyn = randomized(build_dynamics(config, SHAPE, "float32", nnx.Rngs(0)))
-    rng = np.random.default_rng(0)
-    tokens = jnp.asarray(rng.integers(0, config.tokenizer.codebook_size, (2, 8, 16)), jnp.int32)
-    actions = dyn.align_actions(jnp.asarray(rng.integers(0, 4, (2, 7))))
+    config, dyn, tokens, actions = dynamics_and_window(0)
     for steps in (1, 3):
         out = maskgit_fill_frame(dyn, tokens, actions, jnp.int32(3), jax.random.key(0),
                                  SamplingConfig(steps=steps, temperature=1.0))
