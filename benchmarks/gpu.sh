@@ -19,3 +19,4 @@ $PY benchmarks/train_throughput.py --presets coinrun_jasmine,coinrun --batch 36 
   | tee "$out/train_batch36.txt"
 $PY benchmarks/generation.py --presets demo,coinrun_jasmine,coinrun --dtype bfloat16 --contexts 1,4,16,64 \
   --frames 5 | tee "$out/generation.txt"
+$PY benchmarks/cached_equality.py --presets demo,coinrun_jasmine --dtypes float32,bfloat16 | tee "$out/cached_equality.txt"
