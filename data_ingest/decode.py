@@ -169,20 +169,21 @@ def scaled_size(src_w: int, src_h: int, settings: IngestSettings) -> tuple[int, 
 
 
 def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
-              reformatter: VideoReformatter | None = None, threads: int = 1) -> np.ndarray:
+              reformatter: VideoReformatter | None = None) -> np.ndarray:
     """Resizes one picture to uint8 [height, width, 3] with the settings' policy (crop/pad/stretch).
 
     Pass the same ``reformatter`` for every frame of a video: it keeps FFmpeg's scaler set up between frames
-    (a fresh one per frame costs ~5x more than the scaling itself). threads: swscale's; more than one saves no
-    CPU time (at 360p its hand-off costs about what it saves) and competes with the decoder's threads.
+    (a fresh one per frame costs ~5x more than the scaling itself).
     """
     if isinstance(image, np.ndarray):
         image = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
     w, h = scaled_size(image.width, image.height, settings)
     reformatter = reformatter or VideoReformatter()
     # AREA averages source pixels: the right filter for large downscales (bilinear would alias).
+    # One scaler thread: more save no CPU time (at 360p the hand-off costs about what it saves) and compete with
+    # the decoder's threads.
     rgb = reformatter.reformat(image, width=w, height=h, format="rgb24", interpolation="AREA",
-                               threads=threads).to_ndarray()
+                               threads=1).to_ndarray()
     out_h, out_w = settings.height, settings.width
     if (h, w) == (out_h, out_w):
         return rgb
@@ -195,17 +196,16 @@ def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
     return out
 
 
-def target_frames(frames: Iterable[RawFrame], settings: IngestSettings,
-                  threads: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+def target_frames(frames: Iterable[RawFrame], settings: IngestSettings) -> Iterator[tuple[int, np.ndarray]]:
     """Resample + resize: yields (source index, uint8 [H, W, 3]) at the target rate and size.
 
-    A source frame repeated by upsampling is resized once. threads: for the scaler (see :func:`to_target`).
+    A source frame repeated by upsampling is resized once.
     """
     last_index, last_rgb = -1, None
     reformatter = VideoReformatter()
     for frame in resample(frames, settings.fps):
         if frame.index != last_index:
-            last_index, last_rgb = frame.index, to_target(frame.image, settings, reformatter, threads)
+            last_index, last_rgb = frame.index, to_target(frame.image, settings, reformatter)
         yield last_index, last_rgb
 
 

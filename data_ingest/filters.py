@@ -32,10 +32,6 @@ def blank_flags(frames_KHWC: np.ndarray, settings: IngestSettings) -> np.ndarray
     return grey3.reshape(len(grey3), -1).var(axis=1) < (3 * settings.blank_std) ** 2
 
 
-def is_blank(rgb_HWC: np.ndarray, settings: IngestSettings) -> bool:
-    return bool(blank_flags(rgb_HWC[None], settings)[0])
-
-
 def colour_histograms(frames_KHWC: np.ndarray) -> np.ndarray:
     """Normalised 16-bin histogram per channel of every other pixel (plenty for a scene test), float [K, 3, 16]."""
     k = len(frames_KHWC)
@@ -43,10 +39,6 @@ def colour_histograms(frames_KHWC: np.ndarray) -> np.ndarray:
     bins += _CHANNEL_OFFSETS + 48 * np.arange(k)[:, None, None]  # one bincount for every channel of every frame
     counts = np.bincount(bins.ravel(), minlength=48 * k).reshape(k, 3, 16).astype(np.float32)
     return counts / bins.shape[1]
-
-
-def colour_histogram(rgb_HWC: np.ndarray) -> np.ndarray:
-    return colour_histograms(rgb_HWC[None])[0]
 
 
 def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -187,5 +179,4 @@ def clip_signature(frames_THWC: np.ndarray) -> str:
 
 
 __all__ = ["CUT", "QualityFilter", "blank_flags", "changed_fraction", "changed_fractions", "clip_signature",
-           "colour_histogram", "colour_histograms", "histogram_distance", "is_blank", "load_quality_filter",
-           "motion_quality", "segment"]
+           "colour_histograms", "histogram_distance", "load_quality_filter", "motion_quality", "segment"]
