@@ -14,23 +14,15 @@ import argparse
 
 import jax
 import numpy as np
-from flax import nnx
+from generation import random_models  # benchmarks/, beside this script
 
-from genie_jax.config import load_preset, preset_path
-from genie_jax.sampling import SamplingConfig
 from genie_jax.simulator import WorldSimulator
-from genie_jax.stages import ModelShape, build_dynamics, build_lam, build_tokenizer
 
 WINDOW, FRAMES, WORLDS = 8, 12, 2
 
 
 def compare(preset: str, dtype: str) -> str:
-    config = load_preset(preset_path(preset))
-    size = 32 if preset == "demo" else 64
-    rngs = nnx.Rngs(0)
-    models = [build(config, ModelShape(size, size, WINDOW), dtype, rngs)
-              for build in (build_tokenizer, build_lam, build_dynamics)]
-    sampling = SamplingConfig(config.dynamics.maskgit_steps, config.dynamics.temperature, config.dynamics.schedule)
+    models, sampling, size = random_models(preset, WINDOW, dtype)
     start = np.random.default_rng(0).integers(0, 256, (WORLDS, 3, size, size, 3), np.uint8)
     tokens, frames = {}, {}
     for use_cache in (True, False):

@@ -59,13 +59,20 @@ def time_sliding(sim: WorldSimulator, start: np.ndarray, frames: int) -> tuple[f
     return float(np.median(times)), first
 
 
-def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> dict:
+def random_models(preset: str, window: int, dtype: str) -> tuple[list[nnx.Module], SamplingConfig, int]:
+    """The preset's (tokenizer, LAM, dynamics), randomly initialised with a ``window``-frame window, its MaskGIT
+    settings, and its frame side in pixels (32 for the demo, 64 for CoinRun)."""
     config = load_preset(preset_path(preset))
     size = 32 if preset == "demo" else 64
-    shape = ModelShape(size, size, context + 1)
+    shape = ModelShape(size, size, window)
     rngs = nnx.Rngs(0)
     models = [build(config, shape, dtype, rngs) for build in (build_tokenizer, build_lam, build_dynamics)]
     sampling = SamplingConfig(config.dynamics.maskgit_steps, config.dynamics.temperature, config.dynamics.schedule)
+    return models, sampling, size
+
+
+def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> dict:
+    models, sampling, size = random_models(preset, context + 1, dtype)
     start = np.random.default_rng(0).integers(0, 256, (batch, context, size, size, 3), np.uint8)
     row = {"preset": preset, "context": context, "batch": batch, "maskgit_steps": sampling.steps,
            "steps_run": len(unmasking_steps(sampling.steps, models[2].num_tokens, sampling.schedule)),
