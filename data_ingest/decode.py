@@ -170,7 +170,7 @@ def scaled_size(src_w: int, src_h: int, settings: IngestSettings) -> tuple[int, 
 
 def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
               reformatter: VideoReformatter | None = None) -> np.ndarray:
-    """Resizes one picture to uint8 [height, width, 3] with the settings' policy (crop/pad/stretch).
+    """Resizes one picture to uint8 [height, width, 3] RGB with the settings' policy (crop/pad/stretch).
 
     Pass the same ``reformatter`` for every frame of a video: it keeps FFmpeg's scaler set up between frames
     (a fresh one per frame costs ~5x more than the scaling itself).
@@ -180,20 +180,35 @@ def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
     w, h = scaled_size(image.width, image.height, settings)
     reformatter = reformatter or VideoReformatter()
     # AREA averages source pixels: the right filter for large downscales (bilinear would alias).
+    # BGR, not RGB: swscale has a SIMD path to bgr24 only (YUV 360p -> 64x64: 0.12 ms a frame against 0.21, with
+    # colours within 4 levels of the RGB path's); the channels are swapped below, in the copy made anyway.
     # One scaler thread: more save no CPU time (at 360p the hand-off costs about what it saves) and compete with
     # the decoder's threads.
-    rgb = reformatter.reformat(image, width=w, height=h, format="rgb24", interpolation="AREA",
-                               threads=1).to_ndarray()
+    scaled = reformatter.reformat(image, width=w, height=h, format="bgr24", interpolation="AREA", threads=1)
+    bgr = _packed_pixels(scaled)
     out_h, out_w = settings.height, settings.width
-    if (h, w) == (out_h, out_w):
-        return rgb
-    if settings.resize == "crop":
-        top, left = (h - out_h) // 2, (w - out_w) // 2
-        return np.ascontiguousarray(rgb[top:top + out_h, left:left + out_w])
     out = np.zeros((out_h, out_w, 3), np.uint8)
-    top, left = (out_h - h) // 2, (out_w - w) // 2
-    out[top:top + h, left:left + w] = rgb
+    if settings.resize == "crop" or (h, w) == (out_h, out_w):
+        top, left = (h - out_h) // 2, (w - out_w) // 2
+        _bgr_to_rgb(bgr[top:top + out_h, left:left + out_w], out)
+    else:  # pad
+        top, left = (out_h - h) // 2, (out_w - w) // 2
+        _bgr_to_rgb(bgr, out[top:top + h, left:left + w])
     return out
+
+
+def _packed_pixels(frame: av.VideoFrame) -> np.ndarray:
+    """A packed 3-byte-per-pixel frame as a uint8 [H, W, 3] view of its buffer (no copy: valid while frame is).
+
+    PyAV's ``to_ndarray`` costs ~40 us of Python per call, a third of the scaling's cost at 64x64."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, :frame.width * 3].reshape(frame.height, frame.width, 3)
+
+
+def _bgr_to_rgb(bgr: np.ndarray, out: np.ndarray) -> None:
+    # One strided copy per channel: ~5x faster than copying a reversed [..., ::-1] view of 3-wide pixels.
+    out[..., 0], out[..., 1], out[..., 2] = bgr[..., 2], bgr[..., 1], bgr[..., 0]
 
 
 def target_frames(frames: Iterable[RawFrame], settings: IngestSettings) -> Iterator[tuple[int, np.ndarray]]:

@@ -22,7 +22,7 @@ from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec
 from data_ingest.staging import StageWriter, staged_result
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: RGB through swscale's BGR path (colours differ by up to 4 levels)
 GAME_KINDS = ("atari", "procgen")  # sources that are played, not read: their settings are their content
 
 

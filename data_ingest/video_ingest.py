@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -33,7 +32,7 @@ from data_ingest.report import ingest_manifest, summary_text
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec, discover
 from data_ingest.staging import WORK_DIR, StagedClips, clean_tmp, staged_arrays, work_paths
-from data_ingest.workers import exit_with_parent
+from data_ingest.workers import exit_with_parent, pool_context
 
 REPORT_NAME = "manifest.json"
 SUMMARY_NAME = "summary.txt"
@@ -203,9 +202,8 @@ def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: I
 def _executor(workers: int) -> cf.Executor:
     if workers <= 1:
         return _InlineExecutor()
-    # spawn, not fork: the parent has TFDS and threads loaded, which fork does not copy safely.
-    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=exit_with_parent, initargs=(os.getpid(),))
+    return cf.ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=exit_with_parent,
+                                  initargs=(os.getpid(),))
 
 
 class _InlineExecutor(cf.Executor):

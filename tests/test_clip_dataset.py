@@ -73,6 +73,20 @@ def test_manifest(dataset_dir, ds):
     assert not [p for p in dataset_dir.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
+def test_shards_are_zstd_level_1_and_tfds_is_left_as_it_was(dataset_dir):
+    import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    shards = sorted(dataset_dir.glob("tfds/**/*.array_record*"))
+    assert shards
+    for shard in shards:
+        reader = ArrayRecordReader(str(shard))
+        assert "zstd:1," in reader.writer_options_string() + ",", (shard, reader.writer_options_string())
+        reader.close()
+    adapter = tfds.core.file_adapters.ADAPTER_FOR_FORMAT[tfds.core.FileFormat.ARRAY_RECORD]
+    assert adapter is tfds.core.file_adapters.ArrayRecordFileAdapter  # the build's swap is undone
+
+
 def test_round_trip_in_process(ds):
     cfg = PlatformerConfig(size=32)
     episodes = {}

@@ -45,15 +45,17 @@ def test_resize_policies(policy, expect):
     s = IngestSettings(height=64, width=64, resize=policy)
     assert scaled_size(1600, 900, s) == expect
     wide = np.zeros((90, 160, 3), np.uint8)
-    wide[:, :40] = 200  # a bright band on the left quarter
+    wide[:, :40] = (220, 160, 30)  # an orange band on the left quarter
     out = to_target(wide, s)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    inside = out[32, 2] if policy != "crop" else out[32, out[32, :, 0].argmax()]
+    assert inside[0] > inside[1] > inside[2], inside  # still orange: red, then green, then blue
     if policy == "crop":  # scaled to 114x64, 25 px cut from each side: ~3.5 px of the 28.5 px band survive
         assert 2 <= (out[32, :, 0] > 100).sum() <= 5 and out[:, 8:].max() == 0
     elif policy == "pad":  # black bars above and below, the band still at the left
-        assert out[:10].max() == 0 and out[-10:].max() == 0 and out[32, 2].mean() > 150
+        assert out[:10].max() == 0 and out[-10:].max() == 0 and out[32, 2, 0] > 150
     else:
-        assert out[:, :14].mean() > 150 and out[:, 20:].max() == 0
+        assert out[:, :14, 0].mean() > 150 and out[:, 20:].max() == 0
 
 
 def test_segment_drops_blank_and_static_and_cuts_scenes():
