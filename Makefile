@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/genie demo --out demo_out
 
+# Tests run with the huge pages `genie` commands give themselves (genie_jax/huge_pages.py): faster training steps.
 test: $(STAMP) procgen-env
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	GLIBC_TUNABLES=$${GLIBC_TUNABLES:+$$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 # procgen2 needs NumPy < 2, so Procgen games run in a Python of their own (~/.cache/genie_jax/procgen-venv).
 procgen-env: $(STAMP)

@@ -6,7 +6,9 @@ own. Models are randomly initialised and fed random frames: throughput does not 
     python benchmarks/train_throughput.py                                     # demo + CoinRun presets, batch 8
     python benchmarks/train_throughput.py --presets coinrun_jasmine --dtype bfloat16 --batch 36   # on a GPU
 
-The dynamics stage is measured with the LAM co-trained (as Genie and Jasmine train it) and with a frozen LAM.
+The dynamics stage is measured with the LAM co-trained (as Genie and Jasmine train it) and with a frozen LAM. Like the
+`genie` command, the benchmark runs with glibc's transparent huge pages for XLA's buffers (genie_jax/huge_pages.py;
+GENIE_HUGE_PAGES=0 to measure without).
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dt
 
 
 def main() -> None:
+    # As `genie train` runs: with glibc's huge pages for XLA's buffers (the children inherit the setting).
+    sys.path.insert(0, str(ROOT))
+    from genie_jax.huge_pages import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="demo,coinrun_jasmine,coinrun")
     parser.add_argument("--stages", default="tokenizer,lam,dynamics")

@@ -152,5 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> int:
+    """The `genie` console script: ``main`` in a process whose malloc uses huge pages (see ``huge_pages``; ingest
+    runs no XLA and skips it). Tests call ``main`` in-process, which never re-executes."""
+    if sys.argv[1:2] != ["ingest"]:
+        from genie_jax.huge_pages import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
