@@ -1,4 +1,4 @@
-"""Demo preset: a 32x32 platformer, tiny models; trains all three stages on a 2-core CPU in about 15 minutes.
+"""Demo preset: a 32x32 platformer, tiny models; trains all three stages on a 2-core CPU in about 10 minutes.
 
 Differences from Genie's defaults, each to fit a CPU budget, and each a config value you can change:
 - LAM decoder sees only the last frame and has a (per-patch) motion term (see LAMConfig): actions are held for
