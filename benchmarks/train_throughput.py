@@ -79,7 +79,6 @@ def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dt
 
 def main() -> None:
     # As `genie train` runs: with glibc's huge pages for XLA's buffers (the children inherit the setting).
-    sys.path.insert(0, str(ROOT))
     from genie_jax.huge_pages import reexec_with_huge_pages
 
     reexec_with_huge_pages()

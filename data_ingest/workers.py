@@ -11,6 +11,8 @@ from multiprocessing.context import BaseContext
 
 # What a worker needs loaded: imported once by the fork server, then inherited by every worker it forks.
 _WORKER_MODULES = ["data_ingest.process", "data_ingest.workers"]
+# A fork server's workers can watch the pool's owner only through a pidfd; without one, workers are spawned.
+_PIDFDS = hasattr(os, "pidfd_open")
 
 
 def pool_context() -> BaseContext:
@@ -21,7 +23,7 @@ def pool_context() -> BaseContext:
     would copy this process's threads and TFDS state, which fork does not copy safely.) Elsewhere, spawn: each
     worker imports on its own.
     """
-    if not hasattr(os, "pidfd_open"):
+    if not _PIDFDS:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_WORKER_MODULES)
@@ -36,7 +38,7 @@ def exit_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
     A fork server's workers are its children, not the pool owner's, so the owner is watched through a pidfd
     (readable once that process has exited); without pidfds (spawn), by polling for this worker's parent.
     """
-    if hasattr(os, "pidfd_open"):
+    if _PIDFDS:
         try:
             pidfd = os.pidfd_open(parent_pid)
         except ProcessLookupError:  # already gone
