@@ -6,7 +6,10 @@ own. Models are randomly initialised and fed random frames: throughput does not 
     python benchmarks/train_throughput.py                                     # demo + CoinRun presets, batch 8
     python benchmarks/train_throughput.py --presets coinrun_jasmine --dtype bfloat16 --batch 36   # on a GPU
 
-The dynamics stage is measured with the LAM co-trained (as Genie and Jasmine train it) and with a frozen LAM. Like the
+The dynamics stage is measured three ways: with the LAM co-trained as Genie does (the LAM's own reconstruction loss,
+its decoder included), co-trained as Jasmine does (no LAM decoder; the LAM's encoder learns through the dynamics'
+loss: the like-for-like case for Jasmine's "dynamics with LAM co-trained"), and with a frozen LAM; each with the
+frozen tokenizer run in the step and with its tokens read from the token cache (genie_jax/token_cache.py). Like the
 `genie` command, the benchmark runs with glibc's transparent huge pages for XLA's buffers (genie_jax/huge_pages.py;
 GENIE_HUGE_PAGES=0 to measure without).
 """
@@ -21,10 +24,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [("tokenizer", False), ("lam", False), ("dynamics", True), ("dynamics", False)]
+# (stage, what a co-trained LAM learns from (None: no co-trained LAM), dynamics tokens from the token cache)
+CASES = [("tokenizer", None, False), ("lam", None, False), ("dynamics", "reconstruction", False),
+         ("dynamics", "reconstruction", True), ("dynamics", "dynamics", False), ("dynamics", "dynamics", True),
+         ("dynamics", None, False), ("dynamics", None, True)]
+STAGE_LABELS = {("dynamics", "reconstruction"): "dynamics + LAM (Genie co-train)",
+                ("dynamics", "dynamics"): "dynamics + LAM enc (Jasmine co-train)",
+                ("dynamics", None): "dynamics (frozen LAM)"}
 
 
-def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dtype: str, steps: int) -> dict:
+def measure(preset: str, stage: str, co_train: str | None, cached_tokens: bool, batch: int, frames: int, dtype: str,
+            steps: int) -> dict:
     """Runs in the child process."""
     import dataclasses
     import resource
@@ -39,7 +49,8 @@ def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dt
     from genie_jax.train import compile_steps, init_train_state
 
     config = load_preset(preset_path(preset))
-    config = apply_overrides(config, [f"train.dynamics.co_train_lam={co_train}"])
+    config = apply_overrides(config, [f"train.dynamics.co_train_lam={co_train is not None}",
+                                      f"train.dynamics.co_train_lam_loss={co_train or 'reconstruction'}"])
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **{
         stage: dataclasses.replace(config.stage_train(stage), batch_size=batch, num_frames=frames, dtype=dtype)}))
     size = 32 if preset == "demo" else 64
@@ -47,15 +58,18 @@ def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dt
     frozen = {}
     if stage == "dynamics":
         frozen["tokenizer"] = build_tokenizer(config, shape, dtype, nnx.Rngs(1))
-        if not co_train:
+        if co_train is None:
             frozen["lam"] = build_lam(config, shape, dtype, nnx.Rngs(2))
     mesh = make_mesh()
     setup = init_train_state(stage, config, shape, frozen, mesh)
-    step_fn, _ = compile_steps(stage, setup)
+    step_fn, _ = compile_steps(setup)
     rng = np.random.default_rng(0)
-    batch_frames = jax.device_put(rng.integers(0, 256, (batch, frames, size, size, 3), dtype=np.uint8),
-                                  batch_sharding(mesh))
-    args = (setup.state, setup.frozen_state, {"frames": batch_frames}, jax.random.key(0))
+    data = {"frames": rng.integers(0, 256, (batch, frames, size, size, 3), dtype=np.uint8)}
+    if cached_tokens:
+        num_tokens = frozen["tokenizer"].num_tokens
+        data["tokens"] = rng.integers(0, config.tokenizer.codebook_size, (batch, frames, num_tokens), dtype=np.int16)
+    data = jax.device_put(data, batch_sharding(mesh))
+    args = (setup.state, setup.frozen_state, data, jax.random.key(0))
     t0 = time.perf_counter()
     compiled = step_fn.lower(*args).compile()
     compile_s = time.perf_counter() - t0
@@ -64,14 +78,15 @@ def measure(preset: str, stage: str, co_train: bool, batch: int, frames: int, dt
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for i in range(steps):
-        state, metrics = step_fn(state, setup.frozen_state, {"frames": batch_frames}, jax.random.key(i))
+        state, metrics = step_fn(state, setup.frozen_state, data, jax.random.key(i))
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
     params = sum(x.size for x in jax.tree.leaves(nnx.state(nnx.merge(setup.graphdef, state)[0], nnx.Param)))
     device = jax.devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     peak = stats["peak_bytes_in_use"] if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"preset": preset, "stage": stage + (" (+LAM co-trained)" if co_train else ""), "params_M": params / 1e6,
+    return {"preset": preset, "stage": STAGE_LABELS.get((stage, co_train), stage),
+            "tokens": ("cache" if cached_tokens else "in step") if stage == "dynamics" else "-", "params_M": params / 1e6,
             "batch": batch, "dtype": dtype, "frames_per_s": batch * frames / step_s, "step_ms": step_s * 1e3,
             "compile_s": compile_s, "peak_mem_GB": peak / 1e9, "GFLOP_per_step": flops / 1e9,
             "achieved_GFLOP_s": flops / step_s / 1e9, "device": device.device_kind}
@@ -98,11 +113,11 @@ def main() -> None:
     rows = []
     stages = args.stages.split(",")
     for preset in args.presets.split(","):
-        for stage, co_train in CASES:
+        for stage, co_train, cached_tokens in CASES:
             if stage not in stages:
                 continue
-            spec = dict(preset=preset, stage=stage, co_train=co_train, batch=args.batch, frames=args.frames,
-                        dtype=args.dtype, steps=args.steps)
+            spec = dict(preset=preset, stage=stage, co_train=co_train, cached_tokens=cached_tokens, batch=args.batch,
+                        frames=args.frames, dtype=args.dtype, steps=args.steps)
             out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT,
                                  capture_output=True, text=True)
             if out.returncode:
@@ -115,7 +130,7 @@ def main() -> None:
 
 
 def print_row(row: dict, header: bool) -> None:
-    cols = [("preset", 16, "s"), ("stage", 26, "s"), ("params_M", 9, ".2f"), ("batch", 6, "d"), ("dtype", 9, "s"),
+    cols = [("preset", 16, "s"), ("stage", 38, "s"), ("tokens", 8, "s"), ("params_M", 9, ".2f"), ("batch", 6, "d"), ("dtype", 9, "s"),
             ("frames_per_s", 13, ".1f"), ("step_ms", 10, ".0f"), ("peak_mem_GB", 12, ".2f"),
             ("achieved_GFLOP_s", 17, ".1f"), ("compile_s", 10, ".1f")]
     if header:

@@ -126,6 +126,12 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     co_train_lam: bool = False  # dynamics stage only: train the LAM jointly, as in the paper
+    # With co_train_lam, what the LAM learns from: "reconstruction" (Genie: its own decoder's loss; the dynamics sees
+    # stopped actions) or "dynamics" (Jasmine: no LAM decoder; its encoder learns through the dynamics' loss).
+    co_train_lam_loss: str = "reconstruction"
+    # Dynamics stage only: tokenize the training clips once before training instead of in every step (the tokenizer
+    # is frozen): "auto" (when the run draws each clip at least once on average), "always" or "never".
+    token_cache: str = "auto"
     # Mesh axis sizes; -1 takes the remaining devices. data x fsdp shard the batch, fsdp/tensor shard parameters.
     mesh_data: int = -1
     mesh_fsdp: int = 1

@@ -142,8 +142,10 @@ class ClipDataset:
         key = (split, seed, num_frames)
         if key not in self._pipelines:
             source = self.split(split)
+            n = len(source)
+            # Records carry their clip index in the split (grain passes the repeated stream's index: hence % n).
             self._pipelines[key] = (grain.MapDataset.source(source)
-                                    .map(lambda r: _trim(r, num_frames))
+                                    .map_with_index(lambda i, r: _trim(r, num_frames, i % n))
                                     .shuffle(seed=seed)
                                     .repeat())
         return self._pipelines[key]
@@ -158,9 +160,9 @@ class ClipDataset:
         return num_frames
 
 
-def _trim(record: dict[str, Any], num_frames: int) -> dict[str, np.ndarray]:
+def _trim(record: dict[str, Any], num_frames: int, index: int) -> dict[str, np.ndarray]:
     return {"frames": record["frames"][:num_frames], "actions": record["actions"][:num_frames - 1],
-            "source_id": np.int32(record["source_id"])}
+            "source_id": np.int32(record["source_id"]), "index": np.int64(index)}
 
 
 def _parse_manifest(path: Path, manifest_path: Path, m: Any) -> DatasetInfo:
@@ -184,7 +186,7 @@ def _parse_manifest(path: Path, manifest_path: Path, m: Any) -> DatasetInfo:
 def global_batch(ds: ClipDataset, split: str, step: int, batch_size: int, seed: int, *,
                  num_frames: int | None = None) -> dict[str, np.ndarray]:
     """Batch ``step`` of the endless shuffled stream: {"frames": uint8 [B,T,H,W,3], "actions": int32 [B,T-1],
-    "source_id": int32 [B]}. A pure function of (dataset, split, step, batch_size, seed, num_frames)."""
+    "source_id": int32 [B], "index": int64 [B] (each clip's index in the split)}. A pure function of (dataset, split, step, batch_size, seed, num_frames)."""
     if step < 0 or batch_size < 1:
         raise DataError(f"need step >= 0 and batch_size >= 1, got step={step}, batch_size={batch_size}")
     return ds.pipeline(split, seed, num_frames).batch(batch_size, drop_remainder=True)[step]
@@ -195,7 +197,7 @@ def batch_rows(ds: ClipDataset, split: str, step: int, batch_size: int, seed: in
     """Only ``rows`` of ``global_batch(...)``: what one process of several loads (no other rows are read)."""
     stream = ds.pipeline(split, seed, num_frames)
     items = [stream[step * batch_size + r] for r in rows]
-    return {k: np.stack([it[k] for it in items]) for k in ("frames", "actions", "source_id")}
+    return {k: np.stack([it[k] for it in items]) for k in ("frames", "actions", "source_id", "index")}
 
 
 class Loader:
@@ -207,10 +209,12 @@ class Loader:
     PartitionSpec's first entry shards the leading (batch) dimension of every array. With
     ``sharding=None`` (single process only) batches are plain arrays on the default device. Frames stay uint8.
     ``next_step`` is the step of the batch the next ``next()`` returns: save it with checkpoints to resume.
+    ``tokens`` (one row per clip of the split, e.g. the token cache) adds each batch's rows as ``tokens``.
     """
 
     def __init__(self, ds: ClipDataset, split: str, batch_size: int, seed: int, start_step: int = 0,
-                 sharding: NamedSharding | None = None, num_frames: int | None = None, prefetch: int = 2):
+                 sharding: NamedSharding | None = None, num_frames: int | None = None, prefetch: int = 2,
+                 tokens: np.ndarray | None = None):
         process_count = jax.process_count()
         if batch_size < 1 or batch_size % process_count:
             raise DataError(f"batch_size={batch_size} must be positive and divide evenly over {process_count} "
@@ -233,8 +237,14 @@ class Loader:
             index_map = batch_sharding.addressable_devices_indices_map((batch_size,))
             rows = sorted({r for index in index_map.values() for r in range(*index[0].indices(batch_size))})
 
+        if tokens is not None and len(tokens) != len(ds.split(split)):
+            raise DataError(f"tokens has {len(tokens)} rows but split {split!r} of {ds.info.path} has "
+                            f"{len(ds.split(split))} clips")
+
         def make(step: int) -> dict[str, jax.Array]:
             host = batch_rows(ds, split, step, batch_size, seed, rows, num_frames=num_frames)
+            if tokens is not None:
+                host["tokens"] = tokens[host["index"]]
             if batch_sharding is None:
                 return {k: jnp.asarray(v) for k, v in host.items()}
             return {k: jax.make_array_from_process_local_data(batch_sharding, v, (batch_size, *v.shape[1:]))

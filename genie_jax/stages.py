@@ -7,6 +7,7 @@ come in frozen and are only run forward. Batches are dicts with ``frames`` (B, T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -14,13 +15,13 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from genie_jax.config import Config
+from genie_jax.config import Config, ConfigError
 from genie_jax.metrics.image import psnr
 from genie_jax.models.dynamics import DynamicsModel
 from genie_jax.models.lam import LatentActionModel
 from genie_jax.models.tokenizer import VideoTokenizer
 from genie_jax.nn import compute_dtype, to_float_frames
-from genie_jax.vq import perplexity
+from genie_jax.vq import l2_normalize, perplexity
 
 
 @dataclass(frozen=True)
@@ -121,23 +122,54 @@ def random_mask(key: jax.Array, shape_BTN: tuple[int, int, int], rate_min: float
     return (mask & ~clean).at[:, 0].set(False)
 
 
-def dynamics_loss(models: Trainable, frozen: dict, batch: dict, key: jax.Array) -> LossOut:
+# What a co-trained LAM learns from (TrainConfig.co_train_lam_loss).
+CO_TRAIN_LAM_LOSSES = ("reconstruction", "dynamics")
+# Softmax temperature over the LAM's cosine similarities (in [-1, 1]) for the straight-through action input.
+STRAIGHT_THROUGH_TEMPERATURE = 0.1
+
+
+def lam_encoder_terms(lam: LatentActionModel, frames: jax.Array) -> tuple[LossOut, jax.Array]:
+    """The LAM without its decoder (Jasmine's co-training): its VQ loss and metrics, plus (B, T-1, |A|)
+    probabilities of each code (a softmax over cosine similarity) for the dynamics' straight-through input."""
+    vq, latents_BTD = lam.encode(frames)
+    cfg = lam.cfg
+    vq_loss = vq.codebook_loss + cfg.commitment * vq.commitment_loss
+    metrics = {"lam_vq_loss": vq_loss, "lam_perplexity": perplexity(vq.codes, cfg.num_actions)}
+    similarity = jnp.einsum("btd,kd->btk", l2_normalize(latents_BTD.astype(jnp.float32)),
+                            lam.vq.normalized_codebook())
+    probs_BTA = jax.nn.softmax(similarity / STRAIGHT_THROUGH_TEMPERATURE, axis=-1)
+    return (vq_loss, metrics, {"lam_vq": (vq.codes, latents_BTD)}), probs_BTA
+
+
+def dynamics_loss(models: Trainable, frozen: dict, batch: dict, key: jax.Array,
+                  lam_loss: str = "reconstruction") -> LossOut:
+    """MaskGIT cross-entropy on masked tokens; with a co-trained LAM (``models.lam``) plus the LAM's terms.
+
+    ``lam_loss`` ("reconstruction" or "dynamics") is what a co-trained LAM learns from: see CO_TRAIN_LAM_LOSSES.
+    """
     frames = batch["frames"]
-    # The tokenizer is frozen: forward only, no gradient, nothing else from it (no decode) in the step.
-    tokens_BTN = jax.lax.stop_gradient(frozen["tokenizer"].tokenize(frames))
+    # The tokenizer is frozen: its tokens come with the batch (the token cache) or from its encoder alone (no
+    # gradient, no decode) here.
+    tokens_BTN = batch["tokens"].astype(jnp.int32) if "tokens" in batch else jax.lax.stop_gradient(
+        frozen["tokenizer"].tokenize(frames))
     metrics: dict[str, jax.Array] = {}
     updates: dict[str, Any] = {}
     lam_total = jnp.zeros(())
     dynamics = models.dynamics
-    if hasattr(models, "lam"):  # co-training: the LAM learns from its own loss; dynamics sees stopped actions
+    action_probs = None
+    if not hasattr(models, "lam"):
+        actions = frozen["lam"].infer_actions(frames)
+    elif lam_loss == "reconstruction":  # Genie: the LAM learns from its own loss; dynamics sees stopped actions
         lam_total, metrics, updates = lam_loss_terms(models.lam, frames)
         actions = updates["lam_vq"][0]
-    else:
-        actions = frozen["lam"].infer_actions(frames)
+    else:  # Jasmine: the LAM's encoder learns from the dynamics' loss, through straight-through actions
+        (lam_total, metrics, updates), probs = lam_encoder_terms(models.lam, frames)
+        actions = updates["lam_vq"][0]
+        action_probs = dynamics.align_action_probs(probs)
     actions_BT = dynamics.align_actions(jax.lax.stop_gradient(actions))
     mask = random_mask(key, tokens_BTN.shape, dynamics.cfg.mask_rate_min, dynamics.cfg.clean_frame_prob)
     inputs = jnp.where(mask, dynamics.mask_id, tokens_BTN)
-    logits = dynamics(inputs, actions_BT)
+    logits = dynamics(inputs, actions_BT, action_probs)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BTN)
     masked = mask.astype(jnp.float32)
     count = jnp.maximum(masked.sum(), 1.0)
@@ -148,6 +180,22 @@ def dynamics_loss(models: Trainable, frozen: dict, batch: dict, key: jax.Array) 
 
 
 LOSSES = {"tokenizer": tokenizer_loss, "lam": lam_loss, "dynamics": dynamics_loss}
+LossFn = Callable[[Trainable, dict, dict, jax.Array], LossOut]
+
+
+def co_train_lam_loss(config: Config) -> str:
+    """The dynamics stage's ``co_train_lam_loss``, checked."""
+    choice = config.train.dynamics.co_train_lam_loss
+    if choice not in CO_TRAIN_LAM_LOSSES:
+        raise ConfigError(f"train.dynamics.co_train_lam_loss={choice!r}: choose one of {', '.join(CO_TRAIN_LAM_LOSSES)}")
+    return choice
+
+
+def stage_loss(stage: str, config: Config) -> LossFn:
+    """The loss a stage trains with, configured."""
+    if stage == "dynamics":
+        return partial(dynamics_loss, lam_loss=co_train_lam_loss(config))
+    return LOSSES[stage]
 
 
 def after_update(models: Trainable, updates: dict, key: jax.Array) -> dict[str, jax.Array]:
@@ -181,12 +229,22 @@ def lam_action_gain(lam: LatentActionModel, frames: jax.Array, key: jax.Array) -
             "lam_action_gain_db": psnr_inferred - psnr_random}
 
 
-def eval_metrics(models: Trainable, frozen: dict, batch: dict, key: jax.Array) -> dict[str, jax.Array]:
+def eval_metrics(models: Trainable, frozen: dict, batch: dict, key: jax.Array,
+                 lam_decoder: bool = True) -> dict[str, jax.Array]:
+    """``lam_decoder=False``: the LAM's decoder is not trained (co-trained through the dynamics), so its gain is
+    not measured."""
     frames = batch["frames"]
     metrics = {}
     if hasattr(models, "tokenizer"):
         recon = jnp.clip(models.tokenizer(frames).recon_BTHWC.astype(jnp.float32), 0, 1)
         metrics["psnr"] = jnp.mean(psnr(recon, to_float_frames(frames)))
-    if hasattr(models, "lam"):
+    if hasattr(models, "lam") and lam_decoder:
         metrics.update(lam_action_gain(models.lam, frames, key))
     return metrics
+
+
+def stage_eval_metrics(stage: str, config: Config) -> Callable[..., dict[str, jax.Array]]:
+    """The evaluation metrics a stage logs, configured."""
+    if stage == "dynamics":
+        return partial(eval_metrics, lam_decoder=co_train_lam_loss(config) == "reconstruction")
+    return eval_metrics

@@ -25,13 +25,14 @@ from genie_jax.data import ClipDataset, Loader
 from genie_jax.metrics_log import MetricsLog
 from genie_jax.run import RunDir, RunError, load_model, trained_in
 from genie_jax.sharding import batch_sharding, batch_shards, make_mesh, state_shardings
-from genie_jax.stages import (BUILDERS, LOSSES, ModelShape, Trainable, after_update, eval_metrics, frozen_names,
-                              trainable_names)
+from genie_jax.stages import (BUILDERS, LossFn, ModelShape, Trainable, after_update, frozen_names, stage_eval_metrics,
+                              stage_loss, trainable_names)
+from genie_jax.token_cache import tokenize_split, use_token_cache
 
 log = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption (they do not change what is being trained).
-RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "keep_checkpoints", "token_cache"}
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -58,13 +59,13 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
                     mask=decay_mask))
 
 
-def _train_step(stage: str, graphdef, frozen_graphdef, state, frozen_state, batch: dict, key: jax.Array):
+def _train_step(loss_fn: LossFn, graphdef, frozen_graphdef, state, frozen_state, batch: dict, key: jax.Array):
     models, optimizer = nnx.merge(graphdef, state)
     frozen = nnx.merge(frozen_graphdef, frozen_state)
     loss_key, reset_key = jax.random.split(key)
 
     def loss_of(models: Trainable):
-        loss, metrics, updates = LOSSES[stage](models, frozen, batch, loss_key)
+        loss, metrics, updates = loss_fn(models, frozen, batch, loss_key)
         return loss, (metrics, updates)
 
     (loss, (metrics, updates)), grads = nnx.value_and_grad(loss_of, has_aux=True)(models)
@@ -74,20 +75,23 @@ def _train_step(stage: str, graphdef, frozen_graphdef, state, frozen_state, batc
     return nnx.state((models, optimizer)), metrics
 
 
-def _eval_step(graphdef, frozen_graphdef, state, frozen_state, batch: dict, key: jax.Array):
+def _eval_step(metrics_fn, graphdef, frozen_graphdef, state, frozen_state, batch: dict, key: jax.Array):
     models, _ = nnx.merge(graphdef, state)
-    return eval_metrics(models, nnx.merge(frozen_graphdef, frozen_state), batch, key)
+    return metrics_fn(models, nnx.merge(frozen_graphdef, frozen_state), batch, key)
 
 
 @dataclasses.dataclass
 class TrainState:
-    """A stage's models and optimizer split into a graph and (sharded) state, plus the frozen models."""
+    """A stage's models and optimizer split into a graph and (sharded) state, the frozen models, and the stage's
+    loss and evaluation metrics."""
 
     graphdef: Any
     state: Any
     shardings: Any
     frozen_graphdef: Any
     frozen_state: Any
+    loss_fn: LossFn
+    metrics_fn: Any
 
 
 def init_train_state(stage: str, config: Config, shape: ModelShape, frozen: dict[str, nnx.Module],
@@ -102,14 +106,15 @@ def init_train_state(stage: str, config: Config, shape: ModelShape, frozen: dict
     shardings = state_shardings(state, mesh)
     frozen_graphdef, frozen_state = nnx.split(nnx.Dict(frozen))
     return TrainState(graphdef, jax.device_put(state, shardings), shardings, frozen_graphdef,
-                      jax.device_put(frozen_state, state_shardings(frozen_state, mesh)))
+                      jax.device_put(frozen_state, state_shardings(frozen_state, mesh)),
+                      stage_loss(stage, config), stage_eval_metrics(stage, config))
 
 
-def compile_steps(stage: str, setup: TrainState):
+def compile_steps(setup: TrainState):
     """The jitted train step (state donated, shardings kept) and the jitted evaluation step."""
-    step_fn = jax.jit(partial(_train_step, stage, setup.graphdef, setup.frozen_graphdef), donate_argnums=(0,),
+    step_fn = jax.jit(partial(_train_step, setup.loss_fn, setup.graphdef, setup.frozen_graphdef), donate_argnums=(0,),
                       out_shardings=(setup.shardings, None))
-    eval_fn = jax.jit(partial(_eval_step, setup.graphdef, setup.frozen_graphdef))
+    eval_fn = jax.jit(partial(_eval_step, setup.metrics_fn, setup.graphdef, setup.frozen_graphdef))
     return step_fn, eval_fn
 
 
@@ -172,9 +177,15 @@ def train(stage: str, config: Config, data_dir: str | Path, run_dir: str | Path,
     else:
         run.write_stage(stage, config, shape, cfg.dtype, data_record)
 
-    step_fn, eval_fn = compile_steps(stage, setup)
+    step_fn, eval_fn = compile_steps(setup)
+    tokens = None
+    if stage == "dynamics" and use_token_cache(
+            cfg.token_cache, steps=cfg.steps - start, batch_size=cfg.batch_size, num_clips=info.num_clips["train"],
+            tokens_per_clip=cfg.num_frames * frozen["tokenizer"].num_tokens, process_count=jax.process_count()):
+        tokens = tokenize_split(frozen["tokenizer"], dataset, "train", cfg.num_frames, cfg.batch_size, mesh,
+                                progress=progress)
     loader = Loader(dataset, "train", cfg.batch_size, cfg.seed, start, batch_sharding(mesh),
-                    num_frames=cfg.num_frames)
+                    num_frames=cfg.num_frames, tokens=tokens)
     metrics_log = MetricsLog(run.stage_dir(stage), start_step=start, enabled=jax.process_index() == 0)
     base_key = jax.random.key(cfg.seed)
     schedule = learning_rate_schedule(cfg)
@@ -187,7 +198,7 @@ def train(stage: str, config: Config, data_dir: str | Path, run_dir: str | Path,
     step = start
     try:
         for step in range(start, end):
-            batch = {"frames": next(loader)["frames"]}
+            batch = {k: v for k, v in next(loader).items() if k in ("frames", "tokens")}
             step_key = jax.random.fold_in(base_key, step)
             state, metrics = step_fn(state, frozen_state, batch, step_key)
             done = step + 1

@@ -38,7 +38,7 @@ def test_loss_falls_when_overfitting_one_batch(stage, frames):
         frozen = {"tokenizer": build_tokenizer(config, shape, "float32", nnx.Rngs(1)),
                   "lam": build_lam(config, shape, "float32", nnx.Rngs(2))}
     setup = init_train_state(stage, config, shape, frozen, make_mesh())
-    step_fn, _ = compile_steps(stage, setup)
+    step_fn, _ = compile_steps(setup)
     state, batch = setup.state, {"frames": jax.numpy.asarray(frames)}
     losses = []
     for i in range(40):

@@ -34,13 +34,16 @@ class DynamicsModel(nnx.Module):
                                          max_frames=max_frames, dtype=dtype, rngs=rngs, grid=grid)
         self.head = dense(width, vocab_size, ("embed", "vocab"), dtype=dtype, rngs=rngs)
 
-    def __call__(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> jax.Array:
+    def __call__(self, tokens_BTN: jax.Array, actions_BT: jax.Array,
+                 action_probs_BTA: jax.Array | None = None) -> jax.Array:
         """Token ids (mask id where unknown) and the action INTO each frame -> logits (B, T, N, vocab) float32.
 
         ``actions_BT[:, t]`` is the latent action of the transition t-1 -> t; use :meth:`align_actions` to build
-        it from the LAM's (B, T-1) transition actions.
+        it from the LAM's (B, T-1) transition actions. ``action_probs_BTA`` (training only, from
+        :meth:`align_action_probs`) makes the action input straight-through: its value is still the embedding of
+        ``actions_BT``, its gradient flows into the probabilities, so the model that made them learns from this loss.
         """
-        return self._logits(self.transformer(self._embed(tokens_BTN, actions_BT)))
+        return self._logits(self.transformer(self._embed(tokens_BTN, actions_BT, action_probs_BTA)))
 
     def prefill(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> list[KVCache]:
         """The generation cache of T known frames (their tokens and the actions into them)."""
@@ -54,9 +57,14 @@ class DynamicsModel(nnx.Module):
         h, caches = self.transformer.step(x, caches, t)
         return self._logits(h[:, None])[:, 0], caches
 
-    def _embed(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> jax.Array:
+    def _embed(self, tokens_BTN: jax.Array, actions_BT: jax.Array,
+               action_probs_BTA: jax.Array | None = None) -> jax.Array:
         x = self.token_embed(tokens_BTN)
-        a = self.action_embed(actions_BT)[:, :, None]
+        a = self.action_embed(actions_BT)
+        if action_probs_BTA is not None:  # straight-through softmax: value of the hard ids, gradient of the soft mix
+            soft = action_probs_BTA @ jax.lax.stop_gradient(self.action_embed.embedding[...])
+            a = a + (soft - jax.lax.stop_gradient(soft))
+        a = a[:, :, None]
         return jnp.concatenate([a, x], axis=2) if self.prepend else x + a
 
     def _logits(self, h_BTND: jax.Array) -> jax.Array:
@@ -68,3 +76,11 @@ class DynamicsModel(nnx.Module):
         """(B, T-1) actions of transitions t -> t+1 -> (B, T) actions into each frame (frame 0: no action)."""
         first = jnp.full(transition_actions_BT.shape[:1] + (1,), self.no_action_id, jnp.int32)
         return jnp.concatenate([first, transition_actions_BT.astype(jnp.int32)], axis=1)
+
+    def align_action_probs(self, transition_probs_BTA: jax.Array) -> jax.Array:
+        """(B, T-1, |A|) probabilities of transition actions -> (B, T, |A|+1) over the ids into each frame, frame 0
+        certain of "no action" (the ids of :meth:`align_actions`)."""
+        b = transition_probs_BTA.shape[0]
+        first = jax.nn.one_hot(jnp.full((b, 1), self.no_action_id), self.num_actions + 1, dtype=jnp.float32)
+        rest = jnp.pad(transition_probs_BTA.astype(jnp.float32), ((0, 0), (0, 0), (0, 1)))
+        return jnp.concatenate([first, rest], axis=1)
