@@ -86,8 +86,8 @@ def measure(preset: str, stage: str, co_train: str | None, cached_tokens: bool, 
     stats = device.memory_stats() if device.platform != "cpu" else None
     peak = stats["peak_bytes_in_use"] if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"preset": preset, "stage": STAGE_LABELS.get((stage, co_train), stage),
-            "tokens": ("cache" if cached_tokens else "in step") if stage == "dynamics" else "-", "params_M": params / 1e6,
-            "batch": batch, "dtype": dtype, "frames_per_s": batch * frames / step_s, "step_ms": step_s * 1e3,
+            "tokens": ("cache" if cached_tokens else "in step") if stage == "dynamics" else "-",
+            "params_M": params / 1e6, "batch": batch, "dtype": dtype, "frames_per_s": batch * frames / step_s, "step_ms": step_s * 1e3,
             "compile_s": compile_s, "peak_mem_GB": peak / 1e9, "GFLOP_per_step": flops / 1e9,
             "achieved_GFLOP_s": flops / step_s / 1e9, "device": device.device_kind}
 
@@ -130,8 +130,8 @@ def main() -> None:
 
 
 def print_row(row: dict, header: bool) -> None:
-    cols = [("preset", 16, "s"), ("stage", 38, "s"), ("tokens", 8, "s"), ("params_M", 9, ".2f"), ("batch", 6, "d"), ("dtype", 9, "s"),
-            ("frames_per_s", 13, ".1f"), ("step_ms", 10, ".0f"), ("peak_mem_GB", 12, ".2f"),
+    cols = [("preset", 16, "s"), ("stage", 38, "s"), ("tokens", 8, "s"), ("params_M", 9, ".2f"), ("batch", 6, "d"),
+            ("dtype", 9, "s"), ("frames_per_s", 13, ".1f"), ("step_ms", 10, ".0f"), ("peak_mem_GB", 12, ".2f"),
             ("achieved_GFLOP_s", 17, ".1f"), ("compile_s", 10, ".1f")]
     if header:
         print(" ".join(f"{name:>{width}}" for name, width, _ in cols) + "  device")

@@ -186,7 +186,8 @@ def _parse_manifest(path: Path, manifest_path: Path, m: Any) -> DatasetInfo:
 def global_batch(ds: ClipDataset, split: str, step: int, batch_size: int, seed: int, *,
                  num_frames: int | None = None) -> dict[str, np.ndarray]:
     """Batch ``step`` of the endless shuffled stream: {"frames": uint8 [B,T,H,W,3], "actions": int32 [B,T-1],
-    "source_id": int32 [B], "index": int64 [B] (each clip's index in the split)}. A pure function of (dataset, split, step, batch_size, seed, num_frames)."""
+    "source_id": int32 [B], "index": int64 [B] (each clip's index in the split)}. A pure function of (dataset,
+    split, step, batch_size, seed, num_frames)."""
     if step < 0 or batch_size < 1:
         raise DataError(f"need step >= 0 and batch_size >= 1, got step={step}, batch_size={batch_size}")
     return ds.pipeline(split, seed, num_frames).batch(batch_size, drop_remainder=True)[step]

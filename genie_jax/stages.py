@@ -1,7 +1,8 @@
 """What each training stage supplies to the one trainer: how to build its models, and its loss.
 
 A stage's trainable part is one nnx module; models it depends on (the tokenizer under the dynamics model, say)
-come in frozen and are only run forward. Batches are dicts with ``frames`` (B, T, H, W, 3) uint8.
+come in frozen and are only run forward. Batches are dicts with ``frames`` (B, T, H, W, 3) uint8 and, for the dynamics
+stage with the token cache, ``tokens`` (B, T, N): the frozen tokenizer's tokens of those frames.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def co_train_lam_loss(config: Config) -> str:
     """The dynamics stage's ``co_train_lam_loss``, checked."""
     choice = config.train.dynamics.co_train_lam_loss
     if choice not in CO_TRAIN_LAM_LOSSES:
-        raise ConfigError(f"train.dynamics.co_train_lam_loss={choice!r}: choose one of {', '.join(CO_TRAIN_LAM_LOSSES)}")
+        raise ConfigError(f"train.dynamics.co_train_lam_loss={choice!r}: choose one of "
+                          f"{', '.join(CO_TRAIN_LAM_LOSSES)}")
     return choice
 
 
