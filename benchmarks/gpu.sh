@@ -13,9 +13,9 @@ mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 $PY -c "import genie_jax.train" 2>/dev/null || $PY -m pip install -q -e . "jax[cuda12]>=0.10,<0.11"
 $PY -c "import jax; print('jax', jax.__version__, jax.devices())"
-$PY benchmarks/train_throughput.py --presets demo,coinrun_jasmine,coinrun --batch 8 --dtype bfloat16 --steps 10 \
+$PY benchmarks/train_throughput.py --presets demo,coinrun_jasmine,coinrun --batch 8 --dtype bfloat16 --steps 10 --tokens cache \
   | tee "$out/train_batch8.txt"
-$PY benchmarks/train_throughput.py --presets coinrun_jasmine,coinrun --batch 36 --dtype bfloat16 --steps 10 \
+$PY benchmarks/train_throughput.py --presets coinrun_jasmine,coinrun --batch 36 --dtype bfloat16 --steps 10 --tokens cache \
   | tee "$out/train_batch36.txt"
 $PY benchmarks/generation.py --presets demo,coinrun_jasmine,coinrun --dtype bfloat16 --contexts 1,4,16,64 \
   --frames 5 | tee "$out/generation.txt"

@@ -4,7 +4,7 @@ Each (preset, stage) runs in a fresh process, so peak memory (max RSS on CPU, pe
 own. Models are randomly initialised and fed random frames: throughput does not depend on the data.
 
     python benchmarks/train_throughput.py                                     # demo + CoinRun presets, batch 8
-    python benchmarks/train_throughput.py --presets coinrun_jasmine --dtype bfloat16 --batch 36   # on a GPU
+    python benchmarks/train_throughput.py --presets coinrun_jasmine --dtype bfloat16 --batch 36 --tokens cache  # GPU
 
 The dynamics stage is measured three ways: with the LAM co-trained as Genie does (the LAM's own reconstruction loss,
 its decoder included), co-trained as Jasmine does (no LAM decoder; the LAM's encoder learns through the dynamics'
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the compile step")
+    parser.add_argument("--tokens", choices=("both", "step", "cache"), default="both",
+                        help="dynamics rows: tokens from the tokenizer in the step, from the token cache, or both")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,7 +116,8 @@ def main() -> None:
     stages = args.stages.split(",")
     for preset in args.presets.split(","):
         for stage, co_train, cached_tokens in CASES:
-            if stage not in stages:
+            if stage not in stages or (stage == "dynamics" and args.tokens != "both"
+                                       and cached_tokens != (args.tokens == "cache")):
                 continue
             spec = dict(preset=preset, stage=stage, co_train=co_train, cached_tokens=cached_tokens, batch=args.batch,
                         frames=args.frames, dtype=args.dtype, steps=args.steps)
