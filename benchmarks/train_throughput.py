@@ -34,7 +34,7 @@ STAGE_LABELS = {("dynamics", "reconstruction"): "dynamics + LAM (Genie co-train)
 
 
 def measure(preset: str, stage: str, co_train: str | None, cached_tokens: bool, batch: int, frames: int, dtype: str,
-            steps: int) -> dict:
+            steps: int, grad_accum: int = 1) -> dict:
     """Runs in the child process."""
     import dataclasses
     import resource
@@ -52,7 +52,8 @@ def measure(preset: str, stage: str, co_train: str | None, cached_tokens: bool, 
     config = apply_overrides(config, [f"train.dynamics.co_train_lam={co_train is not None}",
                                       f"train.dynamics.co_train_lam_loss={co_train or 'reconstruction'}"])
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **{
-        stage: dataclasses.replace(config.stage_train(stage), batch_size=batch, num_frames=frames, dtype=dtype)}))
+        stage: dataclasses.replace(config.stage_train(stage), batch_size=batch, num_frames=frames, dtype=dtype,
+                                   grad_accum=grad_accum)}))
     size = 32 if preset == "demo" else 64
     shape = ModelShape(size, size, frames)
     frozen = {}
@@ -87,7 +88,7 @@ def measure(preset: str, stage: str, co_train: str | None, cached_tokens: bool, 
     peak = stats["peak_bytes_in_use"] if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"preset": preset, "stage": STAGE_LABELS.get((stage, co_train), stage),
             "tokens": ("cache" if cached_tokens else "in step") if stage == "dynamics" else "-",
-            "params_M": params / 1e6, "batch": batch, "dtype": dtype, "frames_per_s": batch * frames / step_s,
+            "params_M": params / 1e6, "batch": batch, "grad_accum": grad_accum, "dtype": dtype, "frames_per_s": batch * frames / step_s,
             "step_ms": step_s * 1e3,
             "compile_s": compile_s, "peak_mem_GB": peak / 1e9, "GFLOP_per_step": flops / 1e9,
             "achieved_GFLOP_s": flops / step_s / 1e9, "device": device.device_kind}
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the compile step")
     parser.add_argument("--tokens", choices=("both", "step", "cache"), default="both",
                         help="dynamics rows: tokens from the tokenizer in the step, from the token cache, or both")
+    parser.add_argument("--grad-accum", type=int, default=1,
+                        help="micro-batches per step (train.grad_accum): the same batch in less memory")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -121,7 +124,7 @@ def main() -> None:
                                        and cached_tokens != (args.tokens == "cache")):
                 continue
             spec = dict(preset=preset, stage=stage, co_train=co_train, cached_tokens=cached_tokens, batch=args.batch,
-                        frames=args.frames, dtype=args.dtype, steps=args.steps)
+                        frames=args.frames, dtype=args.dtype, steps=args.steps, grad_accum=args.grad_accum)
             out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT,
                                  capture_output=True, text=True)
             if out.returncode:

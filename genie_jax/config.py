@@ -132,6 +132,9 @@ class TrainConfig:
     # Dynamics stage only: tokenize the training clips once before training instead of in every step (the tokenizer
     # is frozen): "auto" (when the run draws each clip at least once on average), "always" or "never".
     token_cache: str = "auto"
+    # Micro-batches per step: the batch is split into this many (strided) parts whose gradients are averaged, so the
+    # backward pass holds one part's activations at a time (the paper-sized presets at batch 8 on a CPU need it).
+    grad_accum: int = 1
     # Mesh axis sizes; -1 takes the remaining devices. data x fsdp shard the batch, fsdp/tensor shard parameters.
     mesh_data: int = -1
     mesh_fsdp: int = 1

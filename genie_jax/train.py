@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 from tqdm.auto import tqdm
@@ -59,20 +60,43 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
                     mask=decay_mask))
 
 
-def _train_step(loss_fn: LossFn, graphdef, frozen_graphdef, state, frozen_state, batch: dict, key: jax.Array):
+def _train_step(loss_fn: LossFn, grad_accum: int, graphdef, frozen_graphdef, state, frozen_state, batch: dict,
+                key: jax.Array):
     models, optimizer = nnx.merge(graphdef, state)
     frozen = nnx.merge(frozen_graphdef, frozen_state)
     loss_key, reset_key = jax.random.split(key)
+    model_graph, params, rest = nnx.split(models, nnx.Param, ...)
 
-    def loss_of(models: Trainable):
-        loss, metrics, updates = loss_fn(models, frozen, batch, loss_key)
+    def loss_of(params, batch: dict, key: jax.Array):
+        loss, metrics, updates = loss_fn(nnx.merge(model_graph, params, rest), frozen, batch, key)
         return loss, (metrics, updates)
 
-    (loss, (metrics, updates)), grads = nnx.value_and_grad(loss_of, has_aux=True)(models)
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    if grad_accum == 1:
+        (loss, (metrics, updates)), grads = grad_fn(params, batch, loss_key)
+    else:
+        (loss, (metrics, updates)), grads = _accumulated(grad_fn, params, batch, loss_key, grad_accum)
     optimizer.update(models, grads)
     metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
     metrics.update(after_update(models, updates, reset_key))
     return nnx.state((models, optimizer)), metrics
+
+
+def _accumulated(grad_fn, params, batch: dict, key: jax.Array, parts: int):
+    """``grad_fn`` over ``parts`` micro-batches in a loop, so activations are held for one at a time: gradients,
+    loss and metrics averaged, updates (codes, latents) stacked. Micro-batch j is rows j, j+parts, ... of the
+    batch, so on a data-sharded batch every device keeps its own rows."""
+    micro = jax.tree.map(lambda x: x.reshape((x.shape[0] // parts, parts) + x.shape[1:]).swapaxes(0, 1), batch)
+
+    def one(grads_sum, inputs):
+        part, part_key = inputs
+        out, grads = grad_fn(params, part, part_key)
+        return jax.tree.map(jnp.add, grads_sum, grads), out
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (losses, (metrics, updates)) = jax.lax.scan(one, zeros, (micro, jax.random.split(key, parts)))
+    mean = partial(jnp.mean, axis=0)
+    return (mean(losses), (jax.tree.map(mean, metrics), updates)), jax.tree.map(lambda g: g / parts, grads)
 
 
 def _eval_step(metrics_fn, graphdef, frozen_graphdef, state, frozen_state, batch: dict, key: jax.Array):
@@ -92,6 +116,7 @@ class TrainState:
     frozen_state: Any
     loss_fn: LossFn
     metrics_fn: Any
+    grad_accum: int = 1
 
 
 def init_train_state(stage: str, config: Config, shape: ModelShape, frozen: dict[str, nnx.Module],
@@ -107,12 +132,13 @@ def init_train_state(stage: str, config: Config, shape: ModelShape, frozen: dict
     frozen_graphdef, frozen_state = nnx.split(nnx.Dict(frozen))
     return TrainState(graphdef, jax.device_put(state, shardings), shardings, frozen_graphdef,
                       jax.device_put(frozen_state, state_shardings(frozen_state, mesh)),
-                      stage_loss(stage, config), stage_eval_metrics(stage, config))
+                      stage_loss(stage, config), stage_eval_metrics(stage, config), cfg.grad_accum)
 
 
 def compile_steps(setup: TrainState):
     """The jitted train step (state donated, shardings kept) and the jitted evaluation step."""
-    step_fn = jax.jit(partial(_train_step, setup.loss_fn, setup.graphdef, setup.frozen_graphdef), donate_argnums=(0,),
+    step_fn = jax.jit(partial(_train_step, setup.loss_fn, setup.grad_accum, setup.graphdef, setup.frozen_graphdef),
+                      donate_argnums=(0,),
                       out_shardings=(setup.shardings, None))
     eval_fn = jax.jit(partial(_eval_step, setup.metrics_fn, setup.graphdef, setup.frozen_graphdef))
     return step_fn, eval_fn
@@ -155,6 +181,9 @@ def train(stage: str, config: Config, data_dir: str | Path, run_dir: str | Path,
     if cfg.batch_size % batch_shards(mesh):
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {batch_shards(mesh)} "
                          f"batch shards of mesh {dict(mesh.shape)}")
+    if cfg.grad_accum < 1 or cfg.batch_size % (cfg.grad_accum * batch_shards(mesh)):
+        raise ValueError(f"train.grad_accum={cfg.grad_accum} must be >= 1 and split train.batch_size={cfg.batch_size} "
+                         f"into micro-batches with whole rows on each of the {batch_shards(mesh)} batch shards")
     run = RunDir(run_dir)
     needed = frozen_names(stage, config)
     if needed:

@@ -135,3 +135,29 @@ def test_random_mask_keeps_frame_zero_and_clean_frames_visible():
     half = np.asarray(random_mask(key, (64, 8, 64), 0.5, clean_frame_prob=0.5))
     clean_share = (~half[:, 1:].any(axis=2)).mean()
     assert 0.35 < clean_share < 0.65
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_matches_the_whole_batch(frames):
+    """grad_accum=2 averages two micro-batches' gradients: the same losses and gradient norms as one batch of both
+    (the tokenizer's loss is a mean over equal micro-batches)."""
+    import jax.numpy as jnp
+
+    shape = ModelShape(16, 16, 8)
+    batch = {"frames": jnp.asarray(np.concatenate([frames, frames[:, ::-1]]))}  # 4 clips
+    losses = {}
+    for accum in (1, 2):
+        setup = init_train_state("tokenizer", tiny_config(steps=3, grad_accum=accum), shape, {}, make_mesh())
+        step_fn, _ = compile_steps(setup)
+        state, curve = setup.state, []
+        for i in range(3):
+            state, metrics = step_fn(state, setup.frozen_state, batch, jax.random.key(i))
+            curve.append((float(metrics["loss"]), float(metrics["grad_norm"])))
+        losses[accum] = np.array(curve)
+    assert losses[1][0, 0] > losses[1][-1, 0]
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4)  # the gradient's norm too: averaged, not summed
+
+
+def test_gradient_accumulation_must_split_the_batch(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="grad_accum=3 must be >= 1 and split train.batch_size=4"):
+        train("tokenizer", tiny_config(grad_accum=3), tiny_data, tmp_path / "run", progress=False)
