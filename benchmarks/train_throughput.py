@@ -88,7 +88,8 @@ def measure(preset: str, stage: str, co_train: str | None, cached_tokens: bool, 
     peak = stats["peak_bytes_in_use"] if stats else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"preset": preset, "stage": STAGE_LABELS.get((stage, co_train), stage),
             "tokens": ("cache" if cached_tokens else "in step") if stage == "dynamics" else "-",
-            "params_M": params / 1e6, "batch": batch, "grad_accum": grad_accum, "dtype": dtype, "frames_per_s": batch * frames / step_s,
+            "params_M": params / 1e6, "batch": batch, "grad_accum": grad_accum, "dtype": dtype,
+            "frames_per_s": batch * frames / step_s,
             "step_ms": step_s * 1e3,
             "compile_s": compile_s, "peak_mem_GB": peak / 1e9, "GFLOP_per_step": flops / 1e9,
             "achieved_GFLOP_s": flops / step_s / 1e9, "device": device.device_kind}
