@@ -16,13 +16,8 @@ import numpy as np
 from flax import nnx
 
 from genie_jax.metrics.image import psnr, ssim
-from genie_jax.sharding import batch_sharding, batch_shards, make_mesh, replicated, state_shardings
+from genie_jax.sharding import batch_sharding, batch_shards, make_mesh, placed, replicated
 from genie_jax.simulator import WorldSimulator
-
-
-def _placed(model: nnx.Module, mesh) -> tuple:
-    graph, state = nnx.split(model)
-    return graph, jax.device_put(state, state_shardings(state, mesh))
 
 
 def _batched(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int, mesh) -> np.ndarray:
@@ -46,7 +41,7 @@ def tokenizer_scores(tokenizer, frames_BTHWC: np.ndarray, batch_size: int) -> di
     Clips are cut to the tokenizer's window. Reconstructions are rounded to uint8, as anything shown to a person is.
     """
     mesh = make_mesh()
-    graph, state = _placed(tokenizer, mesh)
+    graph, state = placed(tokenizer, mesh)
     frames_BTHWC = frames_BTHWC[:, :tokenizer.decoder.max_frames]
 
     @jax.jit
@@ -69,7 +64,7 @@ def teacher_forced_token_accuracy(tokenizer, lam, dynamics, frames_BTHWC: np.nda
     mesh = make_mesh()
     window = dynamics.transformer.max_frames
     frames_BTHWC = frames_BTHWC[:, :window]
-    graphs, states = zip(*(_placed(m, mesh) for m in (tokenizer, lam, dynamics)))
+    graphs, states = zip(*(placed(m, mesh) for m in (tokenizer, lam, dynamics)))
 
     @jax.jit
     def accuracy(states, frames):

@@ -91,3 +91,9 @@ def state_shardings(state: nnx.State, mesh: Mesh):
         return NamedSharding(mesh, logical_to_mesh_spec(names, np.shape(variable[...]), mesh))
 
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def placed(model: nnx.Module, mesh: Mesh) -> tuple:
+    """``model`` split into its graph and its state, the state placed on ``mesh`` (for a jitted function of state)."""
+    graph, state = nnx.split(model)
+    return graph, jax.device_put(state, state_shardings(state, mesh))

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from genie_jax.config import ConfigError
 from genie_jax.data import ClipDataset
-from genie_jax.sharding import batch_sharding, state_shardings
+from genie_jax.sharding import batch_sharding, placed
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ def tokenize_split(tokenizer: nnx.Module, dataset: ClipDataset, split: str, num_
     one compiled shape serves the whole split. Stored as int16 when the codebook allows it.
     """
     clips = dataset.split(split)
-    graph, state = nnx.split(tokenizer)
-    state = jax.device_put(state, state_shardings(state, mesh))
+    graph, state = placed(tokenizer, mesh)
     sharding = batch_sharding(mesh)
     tokenize = jax.jit(lambda s, frames: nnx.merge(graph, s).tokenize(frames))
     dtype = np.int16 if tokenizer.cfg.codebook_size <= np.iinfo(np.int16).max else np.int32
