@@ -126,12 +126,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _user_errors(command: str) -> tuple[type[Exception], ...]:
+    """Errors reported as one line (GENIE_DEBUG=1: a traceback). `ingest` never loads the model code, whose own
+    error types live in modules that import JAX and Grain (seconds of start-up)."""
+    common = (ValueError, FileNotFoundError, RuntimeError)
+    if command == "ingest":
+        return common
     from genie_jax.config import ConfigError
     from genie_jax.data import DataError
     from genie_jax.run import RunError
 
+    return (*common, ConfigError, DataError, RunError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    errors = _user_errors(args.command)
     try:
         if args.command == "ingest":
             from data_ingest.cli import run_ingest
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return {"train": cmd_train, "rollout": cmd_rollout, "demo": cmd_demo, "eval": cmd_eval,
                 "inspect-actions": cmd_inspect_actions}[args.command](args)
-    except (ConfigError, DataError, RunError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except errors as error:
         if os.environ.get("GENIE_DEBUG"):
             raise
         print(f"genie {args.command}: error: {error}", file=sys.stderr)
