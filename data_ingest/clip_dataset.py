@@ -10,7 +10,8 @@ The reader (``genie_jax.data``) never imports this package: it only needs the ma
 ``tfds.builder_from_directory(out_dir / tfds_dir)``. Each example is
 ``{"frames": uint8 [T, H, W, 3], "actions": int32 [T-1] (-1 = unknown), "source_id": int64}``, where
 ``source_id`` indexes the manifest's ``sources`` list. Sources (episodes, videos) are assigned whole to one split,
-so no scene leaks from train into validation.
+so no scene leaks from train into validation. Records are written by ``shards.write_shard`` tasks (whole sources a
+shard, in source order), several at once given a process pool; under Apache Beam, by TFDS's builder (shuffled).
 
 A source is anything with a ``name`` and a ``load()`` returning ``(frames_THWC uint8, actions_T int or None)``;
 real-video sources plug in by implementing that protocol.
@@ -18,9 +19,9 @@ real-video sources plug in by implementing that protocol.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -28,74 +29,19 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from data_ingest.atomic import write_json_atomic
+from data_ingest.clips import (MANIFEST_NAME, ClipShape, ClipSource, assign_splits, clip_digest, cut_clips,
+                               fingerprint_of, source_examples)
+from data_ingest.shards import ARRAY_RECORD_OPTIONS, ShardTask, plan_shards, write_shard
 
 FORMAT_NAME = "genie_clips"
 FORMAT_VERSION = 1
-MANIFEST_NAME = "genie_dataset.json"
 TFDS_SUBDIR = "tfds"
-
-
-class ClipSource(Protocol):
-    """A video or episode: ``load()`` gives frames uint8 [T, H, W, 3] and actions int [T-1] (or None: unknown).
-
-    A source may instead (or also) offer ``iter_clips()``, yielding already-cut clips (frames uint8
-    [clip_len, H, W, 3], actions int [clip_len-1]); the builder then streams them and never calls ``load()``, so a
-    long video is never whole in memory.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    def load(self) -> tuple[np.ndarray, np.ndarray | None]: ...
-
-
-def cut_clips(frames_THWC: np.ndarray, actions_T: np.ndarray | None, *, clip_len: int,
-              stride: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Cuts a long video into clips of ``clip_len`` frames starting every ``stride`` frames.
-
-    Yields (frames uint8 [clip_len, H, W, 3], actions int32 [clip_len-1]); actions are -1 when ``actions_T`` is
-    None. A tail shorter than clip_len is dropped.
-    """
-    if clip_len < 2 or stride < 1:
-        raise ValueError(f"need clip_len >= 2 and stride >= 1, got clip_len={clip_len}, stride={stride}")
-    num_frames = len(frames_THWC)
-    if actions_T is None:
-        actions_T = np.full(max(num_frames - 1, 0), -1, np.int32)
-    actions_T = np.asarray(actions_T, np.int32)
-    if len(actions_T) != max(num_frames - 1, 0):
-        raise ValueError(f"{num_frames} frames need {num_frames - 1} actions, got {len(actions_T)}")
-    for start in range(0, num_frames - clip_len + 1, stride):
-        yield frames_THWC[start:start + clip_len], actions_T[start:start + clip_len - 1]
-
-
-def assign_splits(num_sources: int, *, val_fraction: float, seed: int,
-                  test_fraction: float = 0.0) -> dict[str, list[int]]:
-    """Assigns whole sources to splits: {"train": [...], "validation": [...] (, "test": [...])}, sorted ids.
-
-    Deterministic in (num_sources, fractions, seed). A non-zero fraction always gets at least one source, and
-    train always keeps at least one.
-    """
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction} test={test_fraction}")
-    held = [(name, frac) for name, frac in (("validation", val_fraction), ("test", test_fraction)) if frac > 0]
-    sizes = {name: max(1, int(round(frac * num_sources))) for name, frac in held}
-    if num_sources - sum(sizes.values()) < 1:
-        raise ValueError(f"{num_sources} source(s) cannot fill train and {', '.join(sizes)}: each split needs a "
-                         "whole source (episode/video) of its own; add sources or lower the fractions")
-    order = np.random.default_rng([int(seed), 7]).permutation(num_sources).tolist()
-    splits: dict[str, list[int]] = {}
-    start = 0
-    for name, size in sizes.items():
-        splits[name] = sorted(order[start:start + size])
-        start += size
-    splits["train"] = sorted(order[start:])
-    return {"train": splits.pop("train"), **splits}
 
 
 @dataclasses.dataclass
@@ -108,7 +54,8 @@ class GenieClipsConfig(tfds.core.BuilderConfig):
 
 
 class GenieClips(tfds.core.GeneratorBasedBuilder):
-    """TFDS builder for clip datasets; examples come from in-memory sources (see ``write_clip_dataset``)."""
+    """TFDS builder for clip datasets: their metadata always; their records only under Apache Beam (and as the
+    reference a test holds the parallel writer to). Plain builds write records with ``shards.write_shard``."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Genie clip format v1."}
@@ -151,6 +98,11 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
                                             action_meanings=list(self._action_meanings)),
         )
 
+    @property
+    def clip_shape(self) -> ClipShape:
+        c = self.builder_config
+        return ClipShape(c.clip_len, c.height, c.width)
+
     def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
         if self._beam_digest_dir is not None:
             return {name: self._beam_transform(name) for name in self._splits}
@@ -159,7 +111,7 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
         digests = self.clip_digests.setdefault(split, [])
         for source_id in self._splits[split]:
-            for key, example in source_examples(self._sources[source_id], source_id, self.builder_config,
+            for key, example in source_examples(self._sources[source_id], source_id, self.clip_shape,
                                                 stride=self._stride, num_actions=len(self._action_meanings)):
                 digests.append(clip_digest(key, example))
                 yield key, example
@@ -174,7 +126,7 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
             import apache_beam as beam
         except ImportError:
             raise ValueError("a Beam build needs Apache Beam: pip install 'genie_jax[beam]'") from None
-        sources, config, stride, n = self._sources, self.builder_config, self._stride, len(self._action_meanings)
+        sources, shape, stride, n = self._sources, self.clip_shape, self._stride, len(self._action_meanings)
         ids, digest_file = self._splits[split], self._beam_digest_dir / f"{split}.json"
 
         @beam.ptransform_fn
@@ -182,7 +134,7 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
             examples = (pipeline
                         | f"{split}_sources" >> beam.Create(ids)
                         | f"{split}_clips" >> beam.FlatMap(
-                            lambda source_id: source_examples(sources[source_id], source_id, config, stride=stride,
+                            lambda source_id: source_examples(sources[source_id], source_id, shape, stride=stride,
                                                               num_actions=n)))
             _ = (examples
                  | f"{split}_digest" >> beam.MapTuple(clip_digest)
@@ -193,62 +145,35 @@ class GenieClips(tfds.core.GeneratorBasedBuilder):
 
         return clips()
 
+    def write_shards(self, executor: cf.Executor | None) -> None:
+        """Plans every split's shards, has ``executor`` write them (None: here, one by one), then writes TFDS's
+        metadata for them (dataset_info.json, features.json) as ``download_and_prepare`` would."""
+        Path(self.data_path).mkdir(parents=True)
+        templates = {split: tfds.core.ShardedFileTemplate(data_dir=self.data_path, dataset_name=self.name,
+                                                          split=split, filetype_suffix="array_record")
+                     for split in self._splits}
+        tasks, owners = [], []
+        for split, ids in self._splits.items():
+            shards = plan_shards([getattr(self._sources[i], "num_clips", None) for i in ids], self.clip_shape)
+            for shard, path in zip(shards, templates[split].sharded_filepaths(len(shards))):
+                tasks.append(ShardTask(str(path), tuple((ids[j], self._sources[ids[j]]) for j in shard),
+                                       self.clip_shape, self._stride, len(self._action_meanings)))
+                owners.append(split)
+        results = list(executor.map(write_shard, tasks) if executor is not None else map(write_shard, tasks))
+        split_infos = []
+        for split in self._splits:
+            mine = [r for r, owner in zip(results, owners) if owner == split]
+            split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[r.num_records for r in mine],
+                                                   num_bytes=sum(r.num_bytes for r in mine),
+                                                   filename_template=templates[split]))
+            self.clip_digests[split] = [d for r in mine for d in r.digests]
+        self.info.set_splits(tfds.core.SplitDict(split_infos))
+        self.info.write_to_directory(self.data_path)
+
     def read_beam_digests(self) -> None:
         """After a Beam build: loads the per-clip digests its pipeline wrote (see ``_beam_transform``)."""
         self.clip_digests = {split: json.loads((self._beam_digest_dir / f"{split}.json").read_text())
                              for split in self._splits}
-
-
-def source_examples(source: ClipSource, source_id: int, config: GenieClipsConfig, *, stride: int,
-                    num_actions: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """All examples of one source as (key, example): a pure function of its arguments (so Beam can run it)."""
-    if hasattr(source, "iter_clips"):
-        clips = source.iter_clips()
-    else:
-        frames_THWC, actions_T = source.load()
-        frames_THWC = np.asarray(frames_THWC)
-        if frames_THWC.dtype != np.uint8 or frames_THWC.ndim != 4 or frames_THWC.shape[1:] != (
-                config.height, config.width, 3):
-            raise ValueError(f"source {source.name!r}: frames must be uint8 [T, {config.height}, {config.width}, 3], "
-                             f"got {frames_THWC.dtype} {list(frames_THWC.shape)}")
-        clips = cut_clips(frames_THWC, actions_T, clip_len=config.clip_len, stride=stride)
-    want = (config.clip_len, config.height, config.width, 3)
-    for clip_index, (frames, actions) in enumerate(clips):
-        frames = np.ascontiguousarray(frames, np.uint8)
-        actions = np.ascontiguousarray(_checked_actions(source, actions, num_actions), np.int32)
-        if frames.shape != want or actions.shape != (config.clip_len - 1,):
-            raise ValueError(f"source {source.name!r}: clip {clip_index} has frames {list(frames.shape)} and actions "
-                             f"{list(actions.shape)}, expected {list(want)} and [{config.clip_len - 1}]")
-        yield (f"{source_id:07d}_{clip_index:07d}",
-               {"frames": frames, "actions": actions, "source_id": np.int64(source_id)})
-
-
-def _checked_actions(source: ClipSource, actions: np.ndarray | None, num_actions: int) -> np.ndarray | None:
-    if actions is None:
-        return None
-    actions = np.asarray(actions)
-    bad = actions[(actions < -1) | (actions >= num_actions)]
-    if bad.size:
-        raise ValueError(f"source {source.name!r}: action {int(bad[0])} outside [-1, {num_actions})")
-    return actions
-
-
-def clip_digest(key: str, example: Mapping[str, Any]) -> str:
-    """sha256 of one record (key, frames, actions): the unit of the dataset fingerprint."""
-    h = hashlib.sha256(key.encode())
-    h.update(np.ascontiguousarray(example["frames"], np.uint8).tobytes())
-    h.update(np.asarray(example["actions"]).astype("<i4").tobytes())
-    return h.hexdigest()
-
-
-def fingerprint_of(clip_digests: Mapping[str, Sequence[str]]) -> str:
-    """Order-free dataset fingerprint: per split, its sorted per-clip digests."""
-    fingerprint = hashlib.sha256()
-    for name in sorted(clip_digests):
-        fingerprint.update(name.encode())
-        for d in sorted(clip_digests[name]):
-            fingerprint.update(d.encode())
-    return fingerprint.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,13 +186,14 @@ class BuiltRecords:
 
 
 def build_clip_records(build_dir: Path, sources: Sequence[ClipSource], splits: Mapping[str, Sequence[int]], *,
-                       clip_len: int, stride: int, height: int, width: int,
-                       action_meanings: Sequence[str], beam_options: Sequence[str] = ()) -> BuiltRecords:
+                       clip_len: int, stride: int, height: int, width: int, action_meanings: Sequence[str],
+                       beam_options: Sequence[str] = (), executor: cf.Executor | None = None) -> BuiltRecords:
     """Writes the ArrayRecord shards of ``sources`` under ``build_dir / "tfds"`` (which the caller owns and moves).
 
-    beam_options: Apache Beam pipeline flags (e.g. ``["--runner=DirectRunner"]``, or a cluster runner's): given,
-    the clips are cut by a Beam pipeline; the records and fingerprint are the same as without. Raises ValueError
-    if a split gets no clip.
+    executor: where shards are written, several at once in a process pool (sources must then be picklable);
+    None: one after another, here. beam_options: Apache Beam pipeline flags (e.g. ``["--runner=DirectRunner"]``,
+    or a cluster runner's): given, a Beam pipeline cuts and writes the clips instead; the records and fingerprint
+    are the same. Raises ValueError if a split gets no clip, or for a malformed clip.
     """
     config = GenieClipsConfig(name=f"t{clip_len}_{height}x{width}", clip_len=clip_len, height=height, width=width)
     beam_digest_dir = build_dir / ".beam-digests" if beam_options else None
@@ -283,10 +209,12 @@ def build_clip_records(build_dir: Path, sources: Sequence[ClipSource], splits: M
         builder = GenieClips(sources=sources, splits=splits, stride=stride, action_meanings=action_meanings,
                              beam_digest_dir=beam_digest_dir, config=config, data_dir=str(build_dir / TFDS_SUBDIR),
                              file_format="array_record")
-        builder.download_and_prepare(download_dir=str(build_dir / ".downloads"), download_config=download_config)
-        if beam_digest_dir is not None:
+        if beam_options:
+            builder.download_and_prepare(download_dir=str(build_dir / ".downloads"), download_config=download_config)
             builder.read_beam_digests()
-    shutil.rmtree(build_dir / ".downloads", ignore_errors=True)
+            shutil.rmtree(build_dir / ".downloads", ignore_errors=True)
+        else:
+            builder.write_shards(executor)
     num_clips = {name: int(builder.info.splits[name].num_examples) for name in splits}
     empty = [name for name, n in num_clips.items() if n == 0]
     if empty:
@@ -388,12 +316,8 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
 
 @contextlib.contextmanager
 def _fast_array_record() -> Iterator[None]:
-    """Shards written with zstd level 1 instead of TFDS's fixed ArrayRecord options (``group_size:1``: level 3).
-
-    Compressing is most of what the build costs (a 16x64x64 clip of textured video: 1.7 ms at level 3, 0.9 ms at
-    level 1); level 1 gave the same size on platformer and textured-video clips. Readers need not know: any
-    level decompresses alike.
-    """
+    """TFDS writes shards (a Beam build) with the parallel writer's options (``shards.ARRAY_RECORD_OPTIONS``: zstd
+    level 1), not its own fixed ones (level 3, twice the CPU for the same size on clips)."""
     adapters, array_record = tfds.core.file_adapters.ADAPTER_FOR_FORMAT, tfds.core.FileFormat.ARRAY_RECORD
     saved = adapters[array_record]
     adapters[array_record] = _Zstd1ArrayRecordAdapter
@@ -408,7 +332,7 @@ class _Zstd1ArrayRecordAdapter(tfds.core.file_adapters.ArrayRecordFileAdapter):
     def write_examples(cls, path: Any, iterator: Any) -> None:
         from array_record.python import array_record_module
 
-        writer = array_record_module.ArrayRecordWriter(os.fspath(path), "group_size:1,zstd:1")
+        writer = array_record_module.ArrayRecordWriter(os.fspath(path), ARRAY_RECORD_OPTIONS)
         try:
             for _, serialized_example in iterator:
                 writer.write(serialized_example)

@@ -106,6 +106,10 @@ class StagedClips:
     keep: tuple[int, ...]
     action_map: tuple[int, ...] = ()
 
+    @property
+    def num_clips(self) -> int:
+        return len(self.keep)
+
     def iter_clips(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if not self.keep:
             return

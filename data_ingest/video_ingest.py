@@ -13,18 +13,21 @@ import concurrent.futures as cf
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data_ingest.atomic import write_atomic, write_json_atomic
-from data_ingest.clip_dataset import MANIFEST_NAME, assign_splits, build_clip_records, dataset_manifest
+from data_ingest.clips import MANIFEST_NAME, assign_splits
 from data_ingest.decode import SourceError, default_threads
 from data_ingest.download import DownloadSettings, download_all
 from data_ingest.process import GAME_KINDS, process_source
@@ -33,6 +36,9 @@ from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec, discover
 from data_ingest.staging import WORK_DIR, StagedClips, clean_tmp, staged_arrays, work_paths
 from data_ingest.workers import exit_with_parent, pool_context
+
+if TYPE_CHECKING:
+    from data_ingest.clip_dataset import BuiltRecords
 
 REPORT_NAME = "manifest.json"
 SUMMARY_NAME = "summary.txt"
@@ -77,15 +83,17 @@ def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: Ing
                          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> IngestReport:
     """Runs a whole ingest (see the module docstring). Raises only for unusable arguments or output directory."""
     out = Path(out_dir).absolute()
-    with _locked_out_dir(out, options.overwrite):
+    with _locked_out_dir(out, options.overwrite), _executor(options.workers) as pool:
+        if options.workers > 1:
+            _import_tfds_meanwhile()
         clean_tmp(out)
         found = discover(arguments, out)
         results = [_failed(name, "argument", reason) for name, reason in found.problems]
         specs, unplayable = _expand_games(found.specs, options)
         results += unplayable
-        results += _process_all(specs, found.urls, out, options, log)
+        results += _process_all(specs, found.urls, out, options, pool, log)
         results = _unique_names(results)
-        dataset, error = _build(out, results, options, log)
+        dataset, error = _build(out, results, options, pool, log)
         manifest = ingest_manifest(arguments=list(arguments), settings=options.settings,
                                    split_options={"val_fraction": options.val_fraction,
                                                   "test_fraction": options.test_fraction, "seed": options.seed},
@@ -164,39 +172,44 @@ def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> tuple[list
     return out, failed
 
 
-def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: IngestOptions,
+def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: IngestOptions, pool: cf.Executor,
                  log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Processes local sources in a worker pool while URLs download in this process, feeding the pool."""
+    """Processes local sources in the worker pool while URLs download in this process, feeding the pool."""
     threads = default_threads(options.workers)
     results: list[dict[str, Any]] = []
-    with _executor(options.workers) as pool:
-        futures: dict[cf.Future, SourceSpec] = {}
+    futures: dict[cf.Future, SourceSpec] = {}
 
-        def submit(spec: SourceSpec) -> None:
-            futures[pool.submit(process_source, spec, options.settings, str(out), threads=threads,
-                                seed=options.seed)] = spec
+    def submit(spec: SourceSpec) -> None:
+        futures[pool.submit(process_source, spec, options.settings, str(out), threads=threads,
+                            seed=options.seed)] = spec
 
-        for spec in specs:
-            submit(spec)
-        if urls:
-            for url, downloaded, error in download_all(urls, work_paths(out)["downloads"], options.download, log):
-                if error:
-                    results.append(_failed(url, "url", error))
-                    log(f"failed: {url}: {error}")
-                for spec in downloaded:
-                    submit(spec)
-        for done, future in enumerate(cf.as_completed(futures), 1):
-            spec = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001 (a worker died, e.g. a decoder crash: report it, go on)
-                result = _failed(spec.name, spec.kind, f"worker crashed: {type(exc).__name__}: {exc}")
-            results.append(result)
-            clips = result.get("clips", {}).get("staged", 0)
-            detail = f"{clips} clips" + (" (reused)" if result.get("reused") else "")
-            log(f"[{done}/{len(futures)}] {spec.name}: {result['status']}, "
-                f"{result['reason'] if result['status'] != 'ok' else detail}")
+    for spec in specs:
+        submit(spec)
+    if urls:
+        for url, downloaded, error in download_all(urls, work_paths(out)["downloads"], options.download, log):
+            if error:
+                results.append(_failed(url, "url", error))
+                log(f"failed: {url}: {error}")
+            for spec in downloaded:
+                submit(spec)
+    for done, future in enumerate(cf.as_completed(futures), 1):
+        spec = futures[future]
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 (a worker died, e.g. a decoder crash: report it, go on)
+            result = _failed(spec.name, spec.kind, f"worker crashed: {type(exc).__name__}: {exc}")
+        results.append(result)
+        clips = result.get("clips", {}).get("staged", 0)
+        detail = f"{clips} clips" + (" (reused)" if result.get("reused") else "")
+        log(f"[{done}/{len(futures)}] {spec.name}: {result['status']}, "
+            f"{result['reason'] if result['status'] != 'ok' else detail}")
     return results
+
+
+def _import_tfds_meanwhile() -> None:
+    """Imports the dataset writer (TFDS: ~0.5 s of CPU) in a thread while the workers process sources, instead of
+    before they start or once they are done. (With one worker this process is busy processing: no gain there.)"""
+    threading.Thread(target=importlib.import_module, args=("data_ingest.clip_dataset",), daemon=True).start()
 
 
 def _executor(workers: int) -> cf.Executor:
@@ -207,7 +220,7 @@ def _executor(workers: int) -> cf.Executor:
 
 
 class _InlineExecutor(cf.Executor):
-    """--workers 1: run each source right away in this process (no pickling, no process start-up)."""
+    """--workers 1: run each task (a source, a shard) right away in this process (no pickling, no start-up)."""
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
@@ -230,9 +243,10 @@ def _unique_names(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(seen.values(), key=lambda r: r["name"])
 
 
-def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions,
+def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions, pool: cf.Executor,
            log: Callable[[str], None]) -> tuple[dict[str, Any] | None, str]:
-    """Dedupes, splits and writes the records of every staged source; returns (dataset summary, error)."""
+    """Dedupes, splits and writes the records of every staged source, the pool's workers writing shards; returns
+    (dataset summary, error)."""
     s = options.settings
     sources, meanings = _select(out, results, s)
     if not sources:
@@ -253,11 +267,24 @@ def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions,
         log("dataset already up to date")
         return current, ""
     build_dir = work_paths(out)["tmp"] / f"build-{uuid.uuid4().hex[:8]}"
-    build_dir.mkdir(parents=True)
+
+    from data_ingest.clip_dataset import (  # TFDS (see _import_tfds_meanwhile)
+        build_clip_records,
+        dataset_manifest,
+    )
+
+    def build(executor: cf.Executor) -> BuiltRecords:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True)
+        return build_clip_records(build_dir, sources, splits, clip_len=s.clip_len, stride=s.clip_stride,
+                                  height=s.height, width=s.width, action_meanings=meanings,
+                                  beam_options=options.beam_options, executor=executor)
+
     try:
-        records = build_clip_records(build_dir, sources, splits, clip_len=s.clip_len, stride=s.clip_stride,
-                                     height=s.height, width=s.width, action_meanings=meanings,
-                                     beam_options=options.beam_options)
+        try:
+            records = build(pool)
+        except BrokenProcessPool:  # a worker died on some source (reported as failed): write the shards here
+            records = build(_InlineExecutor())
     except ValueError as exc:
         return None, str(exc)
     # The records move next to the manifest under a name of their own, so an older dataset stays readable

@@ -9,8 +9,9 @@ import threading
 import time
 from multiprocessing.context import BaseContext
 
-# What a worker needs loaded: imported once by the fork server, then inherited by every worker it forks.
-_WORKER_MODULES = ["data_ingest.process", "data_ingest.workers"]
+# What a worker needs loaded (to process sources, then write shards): imported once by the fork server, then
+# inherited by every worker it forks.
+_WORKER_MODULES = ["data_ingest.process", "data_ingest.shards", "data_ingest.workers"]
 # A fork server's workers can watch the pool's owner only through a pidfd; without one, workers are spawned.
 _PIDFDS = hasattr(os, "pidfd_open")
 

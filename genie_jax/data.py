@@ -51,7 +51,8 @@ class DatasetInfo:
 
 class ClipSplit(Sequence):
     """Random access to one split: ``split[i]`` = {"frames": uint8 [T,H,W,3], "actions": int32 [T-1],
-    "source_id": int}. Record order is TFDS's write-time shuffle, not source order."""
+    "source_id": int}. Records are in source order (a Beam-built dataset: TFDS's write-time shuffle); training
+    batches are shuffled, whatever the order."""
 
     def __init__(self, name: str, source: Any):
         self.name = name

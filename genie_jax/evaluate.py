@@ -16,9 +16,13 @@ from genie_jax.simulator import WorldSimulator
 
 
 def validation_clips(dataset: ClipDataset, split: str, max_clips: int) -> dict[str, np.ndarray]:
-    """The first ``max_clips`` clips of a split, stacked: frames (B, T, H, W, 3), actions (B, T-1)."""
+    """``max_clips`` clips of a split, stacked: frames (B, T, H, W, 3), actions (B, T-1).
+
+    They are a fixed random draw (the same every call), in drawn order: records are stored source after source, so
+    the first clips would all show one source, while any prefix of these samples the whole split.
+    """
     source = dataset.split(split)
-    records = [source[i] for i in range(min(max_clips, len(source)))]
+    records = [source[int(i)] for i in np.random.default_rng(0).permutation(len(source))[:max_clips]]
     if not records:
         raise ValueError(f"split {split!r} of {dataset.info.path} has no clips")
     return {key: np.stack([r[key] for r in records]) for key in ("frames", "actions")}

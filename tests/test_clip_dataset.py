@@ -18,6 +18,7 @@ from data_ingest.cli import add_ingest_arguments, run_ingest
 from data_ingest.platformer import ACTION_MEANINGS, PlatformerConfig, play_episode
 from data_ingest.synthetic import PlatformerSource, episode_seed, ingest_platformer, normalized_mutual_info
 from genie_jax.data import ClipDataset, DataError, Loader, global_batch
+from genie_jax.evaluate import validation_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 EPISODES, FRAMES, CLIP = 6, 40, 8
@@ -113,6 +114,19 @@ def test_split_by_source(ds):
     assert ids["train"] and ids["validation"] and not ids["train"] & ids["validation"]
     named = ds.info.metadata["splits"]
     assert {ds.info.sources[i] for i in ids["validation"]} == set(named["validation"])
+
+
+def test_records_are_in_source_order_and_evaluation_draws_across_them(ds):
+    split = ds.split("train")
+    stored = [split[i] for i in range(len(split))]
+    source_ids = [int(r["source_id"]) for r in stored]
+    assert source_ids == sorted(source_ids)  # written source after source
+    drawn = validation_clips(ds, "train", len(stored))["frames"]
+    assert sorted(f.tobytes() for f in drawn) == sorted(r["frames"].tobytes() for r in stored)  # each clip once
+    first = validation_clips(ds, "train", 4)["frames"]
+    np.testing.assert_array_equal(first, drawn[:4])  # a fixed draw: the same clips every call, any prefix a sample
+    source_of = {r["frames"].tobytes(): int(r["source_id"]) for r in stored}
+    assert len({source_of[f.tobytes()] for f in first}) > 1 and len({source_ids[i] for i in range(4)}) == 1
 
 
 def test_readable_in_a_fresh_process_without_data_ingest(dataset_dir):

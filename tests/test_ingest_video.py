@@ -3,6 +3,9 @@
 import hashlib
 import itertools
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -196,6 +199,24 @@ def test_cli(library, tmp_path, capsys):
     # Nothing usable at all: no dataset, exit 2, but the report says why.
     assert ingest_main([str(library / "zero.mp4"), "--out", str(tmp_path / "none")]) == 2
     assert json.loads((tmp_path / "none" / "manifest.json").read_text())["error"] == "no source yielded a clip"
+
+
+def test_genie_ingest_loads_no_model_code(library, tmp_path):
+    """`genie ingest` in a fresh process with two workers (shards written by the pool, TFDS imported meanwhile):
+    it never imports JAX or Grain, seconds of start-up it has no use for."""
+    code = textwrap.dedent(f"""
+        import sys
+        from genie_jax.cli import main
+        status = main(["ingest", {str(library / "run_a.mp4")!r}, {str(library / "run_b.webm")!r}, "--out",
+                       {str(tmp_path / "data")!r}, "--size", "32", "--clip-len", "8", "--val-fraction", "0.5",
+                       "--workers", "2"])
+        loaded = sorted(m for m in ("jax", "grain", "flax") if m in sys.modules)
+        print(status, loaded, "tensorflow_datasets" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "0 [] True", done.stdout[-2000:] + done.stderr[-2000:]
+    assert ClipDataset(tmp_path / "data").info.num_clips == {"train": 4, "validation": 4}
 
 
 @pytest.mark.slow

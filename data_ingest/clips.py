@@ -1,0 +1,141 @@
+"""Clips, independent of how they are stored: sources, cutting, splits, examples and their digests.
+
+Nothing here imports TensorFlow Datasets, so the processes that write records (see shards.py) start in
+milliseconds; ``clip_dataset`` adds the TFDS side (the builder, metadata and the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+# A dataset directory's manifest: written last, so no manifest means no (complete) dataset. See clip_dataset.
+MANIFEST_NAME = "genie_dataset.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipShape:
+    """One clip: ``clip_len`` frames of ``height`` x ``width`` RGB."""
+
+    clip_len: int
+    height: int
+    width: int
+
+    @property
+    def clip_bytes(self) -> int:
+        return self.clip_len * self.height * self.width * 3
+
+
+class ClipSource(Protocol):
+    """A video or episode: ``load()`` gives frames uint8 [T, H, W, 3] and actions int [T-1] (or None: unknown).
+
+    A source may instead (or also) offer ``iter_clips()``, yielding already-cut clips (frames uint8
+    [clip_len, H, W, 3], actions int [clip_len-1]); the builder then streams them and never calls ``load()``, so a
+    long video is never whole in memory.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+def cut_clips(frames_THWC: np.ndarray, actions_T: np.ndarray | None, *, clip_len: int,
+              stride: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Cuts a long video into clips of ``clip_len`` frames starting every ``stride`` frames.
+
+    Yields (frames uint8 [clip_len, H, W, 3], actions int32 [clip_len-1]); actions are -1 when ``actions_T`` is
+    None. A tail shorter than clip_len is dropped.
+    """
+    if clip_len < 2 or stride < 1:
+        raise ValueError(f"need clip_len >= 2 and stride >= 1, got clip_len={clip_len}, stride={stride}")
+    num_frames = len(frames_THWC)
+    if actions_T is None:
+        actions_T = np.full(max(num_frames - 1, 0), -1, np.int32)
+    actions_T = np.asarray(actions_T, np.int32)
+    if len(actions_T) != max(num_frames - 1, 0):
+        raise ValueError(f"{num_frames} frames need {num_frames - 1} actions, got {len(actions_T)}")
+    for start in range(0, num_frames - clip_len + 1, stride):
+        yield frames_THWC[start:start + clip_len], actions_T[start:start + clip_len - 1]
+
+
+def assign_splits(num_sources: int, *, val_fraction: float, seed: int,
+                  test_fraction: float = 0.0) -> dict[str, list[int]]:
+    """Assigns whole sources to splits: {"train": [...], "validation": [...] (, "test": [...])}, sorted ids.
+
+    Deterministic in (num_sources, fractions, seed). A non-zero fraction always gets at least one source, and
+    train always keeps at least one.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction} test={test_fraction}")
+    held = [(name, frac) for name, frac in (("validation", val_fraction), ("test", test_fraction)) if frac > 0]
+    sizes = {name: max(1, int(round(frac * num_sources))) for name, frac in held}
+    if num_sources - sum(sizes.values()) < 1:
+        raise ValueError(f"{num_sources} source(s) cannot fill train and {', '.join(sizes)}: each split needs a "
+                         "whole source (episode/video) of its own; add sources or lower the fractions")
+    order = np.random.default_rng([int(seed), 7]).permutation(num_sources).tolist()
+    splits: dict[str, list[int]] = {}
+    start = 0
+    for name, size in sizes.items():
+        splits[name] = sorted(order[start:start + size])
+        start += size
+    splits["train"] = sorted(order[start:])
+    return {"train": splits.pop("train"), **splits}
+
+
+def source_examples(source: ClipSource, source_id: int, config: ClipShape, *, stride: int,
+                    num_actions: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """All examples of one source as (key, example): a pure function of its arguments (so Beam can run it)."""
+    if hasattr(source, "iter_clips"):
+        clips = source.iter_clips()
+    else:
+        frames_THWC, actions_T = source.load()
+        frames_THWC = np.asarray(frames_THWC)
+        if frames_THWC.dtype != np.uint8 or frames_THWC.ndim != 4 or frames_THWC.shape[1:] != (
+                config.height, config.width, 3):
+            raise ValueError(f"source {source.name!r}: frames must be uint8 [T, {config.height}, {config.width}, 3], "
+                             f"got {frames_THWC.dtype} {list(frames_THWC.shape)}")
+        clips = cut_clips(frames_THWC, actions_T, clip_len=config.clip_len, stride=stride)
+    want = (config.clip_len, config.height, config.width, 3)
+    for clip_index, (frames, actions) in enumerate(clips):
+        frames = np.ascontiguousarray(frames, np.uint8)
+        actions = np.ascontiguousarray(_checked_actions(source, actions, num_actions), np.int32)
+        if frames.shape != want or actions.shape != (config.clip_len - 1,):
+            raise ValueError(f"source {source.name!r}: clip {clip_index} has frames {list(frames.shape)} and actions "
+                             f"{list(actions.shape)}, expected {list(want)} and [{config.clip_len - 1}]")
+        yield (f"{source_id:07d}_{clip_index:07d}",
+               {"frames": frames, "actions": actions, "source_id": np.int64(source_id)})
+
+
+def _checked_actions(source: ClipSource, actions: np.ndarray | None, num_actions: int) -> np.ndarray | None:
+    if actions is None:
+        return None
+    actions = np.asarray(actions)
+    bad = actions[(actions < -1) | (actions >= num_actions)]
+    if bad.size:
+        raise ValueError(f"source {source.name!r}: action {int(bad[0])} outside [-1, {num_actions})")
+    return actions
+
+
+def clip_digest(key: str, example: Mapping[str, Any]) -> str:
+    """sha256 of one record (key, frames, actions): the unit of the dataset fingerprint."""
+    h = hashlib.sha256(key.encode())
+    h.update(np.ascontiguousarray(example["frames"], np.uint8))  # hashed in place: no copy
+    h.update(np.asarray(example["actions"]).astype("<i4").tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_of(clip_digests: Mapping[str, Sequence[str]]) -> str:
+    """Order-free dataset fingerprint: per split, its sorted per-clip digests."""
+    fingerprint = hashlib.sha256()
+    for name in sorted(clip_digests):
+        fingerprint.update(name.encode())
+        for d in sorted(clip_digests[name]):
+            fingerprint.update(d.encode())
+    return fingerprint.hexdigest()
+
+
+__all__ = ["MANIFEST_NAME", "ClipShape", "ClipSource", "assign_splits", "clip_digest", "cut_clips", "fingerprint_of", "source_examples"]
