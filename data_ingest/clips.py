@@ -138,4 +138,5 @@ def fingerprint_of(clip_digests: Mapping[str, Sequence[str]]) -> str:
     return fingerprint.hexdigest()
 
 
-__all__ = ["MANIFEST_NAME", "ClipShape", "ClipSource", "assign_splits", "clip_digest", "cut_clips", "fingerprint_of", "source_examples"]
+__all__ = ["MANIFEST_NAME", "ClipShape", "ClipSource", "assign_splits", "clip_digest", "cut_clips", "fingerprint_of",
+           "source_examples"]

@@ -1,6 +1,7 @@
 """The parallel dataset build: records encoded without TFDS, shards planned and written by a process pool."""
 
 import concurrent.futures as cf
+import json
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,31 @@ def test_malformed_clip_is_a_clear_error_from_a_worker(tmp_path):
         build_clip_records(tmp_path, sources, {"train": [0, 1], "validation": [2]}, clip_len=SHAPE.clip_len,
                            stride=SHAPE.clip_len, height=SHAPE.height, width=SHAPE.width,
                            action_meanings=MEANINGS[:2], executor=pool)
+
+
+class _Episode:
+    """An in-memory source (``load()``); ``frames`` below the clip length yields no clip."""
+
+    def __init__(self, name: str, frames: int):
+        self.name, self._frames = name, frames
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self._frames)
+        return rng.integers(0, 256, (self._frames, 8, 8, 3), dtype=np.uint8), np.zeros(self._frames - 1, np.int32)
+
+
+def test_sources_without_clips_leave_empty_shards_that_read(tmp_path):
+    from data_ingest.clip_dataset import write_clip_dataset
+    from genie_jax.data import ClipDataset
+
+    episodes = [_Episode(f"e{i}", 2 if i in (1, 3) else 12) for i in range(6)]  # e1, e3: shorter than a clip
+    out = write_clip_dataset(tmp_path / "d", episodes, clip_len=4, height=8, width=8, action_meanings=["a"],
+                             val_fraction=0.34, seed=0)
+    dataset = ClipDataset(out)
+    builder = tfds.builder_from_directory(str(out / json.loads((out / "genie_dataset.json").read_text())["tfds_dir"]))
+    assert 0 in builder.info.splits["train"].shard_lengths  # the premise: an empty shard was written
+    for split, count in dataset.info.num_clips.items():
+        clips = dataset.split(split)
+        long_enough = [name for name in dataset.info.metadata["splits"][split] if name not in ("e1", "e3")]
+        assert count == len(clips) == 3 * len(long_enough)
+        assert all(clips[i]["frames"].shape == (4, 8, 8, 3) for i in range(count))
