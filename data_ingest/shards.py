@@ -53,6 +53,8 @@ def plan_shards(clips_per_source: Sequence[int | None], shape: ClipShape) -> lis
     A count of None (a source that must be loaded to be counted) weighs as one clip: such sources are split evenly.
     """
     weights = [1 if n is None else max(n, 0) for n in clips_per_source]
+    if not weights:
+        return []
     total = sum(weights)
     count = min(len(weights), max(MIN_SHARDS, math.ceil(total * shape.clip_bytes / SHARD_BYTES)))
     bounds, done = [0], 0

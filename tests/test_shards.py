@@ -53,6 +53,7 @@ def test_shard_plans():
         assert all(a.stop == b.start for a, b in zip(shards, shards[1:])) and all(len(s) for s in shards)
         return shards
 
+    assert plan_shards([], SHAPE) == []
     assert len(check([5])) == 1
     assert len(check([5, 5, 5])) == 3  # fewer sources than MIN_SHARDS: one each
     even = check([10] * 32)
