@@ -9,7 +9,10 @@ window of c + 1 frames, and every timed frame is generated from exactly c contex
 - cached: the c context frames' keys and values are in the cache (a world that has not yet filled its window, or
   one restored from a state that holds its caches);
 - cached, sliding: the steady state of an endless rollout, where each frame slides the window, which moves every
-  frame's time position, so the cache is rebuilt from the window every frame (the cached path's worst case).
+  frame's time position, so the cache is rebuilt from the window every frame (the cached path's worst case);
+- streaming: the same steady state with rotary time positions (``temporal_positions="rope"`` in the dynamics model
+  and the tokenizer decoder; otherwise the same preset): sliding drops the oldest frame's cached keys and keeps the
+  rest, so every frame costs a cached frame.
 
     python benchmarks/generation.py                                          # demo + Jasmine-sized CoinRun, CPU
     python benchmarks/generation.py --presets coinrun_jasmine --dtype bfloat16 --contexts 1,4,16,64   # on a GPU
@@ -24,7 +27,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from genie_jax.config import load_preset, preset_path
+from genie_jax.config import apply_overrides, load_preset, preset_path
 from genie_jax.sampling import SamplingConfig, unmasking_steps
 from genie_jax.simulator import WorldSimulator
 from genie_jax.stages import ModelShape, build_dynamics, build_lam, build_tokenizer
@@ -59,10 +62,14 @@ def time_sliding(sim: WorldSimulator, start: np.ndarray, frames: int) -> tuple[f
     return float(np.median(times)), first
 
 
-def random_models(preset: str, window: int, dtype: str) -> tuple[list[nnx.Module], SamplingConfig, int]:
+ROTARY_IN_TIME = ["dynamics.transformer.temporal_positions=rope", "tokenizer.decoder.temporal_positions=rope"]
+
+
+def random_models(preset: str, window: int, dtype: str,
+                  overrides: list[str] = ()) -> tuple[list[nnx.Module], SamplingConfig, int]:
     """The preset's (tokenizer, LAM, dynamics), randomly initialised with a ``window``-frame window, its MaskGIT
     settings, and its frame side in pixels (32 for the demo, 64 for CoinRun)."""
-    config = load_preset(preset_path(preset))
+    config = apply_overrides(load_preset(preset_path(preset)), list(overrides))
     size = 32 if preset == "demo" else 64
     shape = ModelShape(size, size, window)
     rngs = nnx.Rngs(0)
@@ -85,8 +92,12 @@ def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> d
     row["cached_ms"] = time_with_context(cached, start, frames) * 1e3
     per_frame, row["cached_first_s"] = time_sliding(cached, start, frames)
     row["sliding_ms"] = per_frame * 1e3
+    rotary, _, _ = random_models(preset, context + 1, dtype, ROTARY_IN_TIME)
+    streaming = WorldSimulator(*rotary, sampling=sampling, batch_size=batch, use_cache=True)
+    row["streaming_ms"] = time_sliding(streaming, start, frames)[0] * 1e3
     row["speedup"] = row["recompute_ms"] / row["cached_ms"]
     row["sliding_speedup"] = row["recompute_ms"] / row["sliding_ms"]
+    row["streaming_speedup"] = row["recompute_ms"] / row["streaming_ms"]
     return row
 
 
@@ -101,13 +112,15 @@ def main() -> None:
                              "machines have spikes)")
     args = parser.parse_args()
     print(f"{'preset':>16} {'params_M':>9} {'context':>8} {'batch':>6} {'steps':>6} {'run':>4} {'recompute ms':>13} "
-          f"{'cached ms':>10} {'speedup':>8} {'sliding ms':>11} {'speedup':>8}  device", flush=True)
+          f"{'cached ms':>10} {'speedup':>8} {'sliding ms':>11} {'speedup':>8} {'streaming ms':>13} {'speedup':>8}  "
+          "device", flush=True)
     for preset in args.presets.split(","):
         for context in (int(c) for c in args.contexts.split(",")):
             r = measure(preset, context, args.batch, args.dtype, args.frames)
             print(f"{r['preset']:>16} {r['params_M']:>9.2f} {r['context']:>8} {r['batch']:>6} "
                   f"{r['maskgit_steps']:>6} {r['steps_run']:>4} {r['recompute_ms']:>13.1f} {r['cached_ms']:>10.1f} "
-                  f"{r['speedup']:>7.1f}x {r['sliding_ms']:>11.1f} {r['sliding_speedup']:>7.1f}x  {r['device']}",
+                  f"{r['speedup']:>7.1f}x {r['sliding_ms']:>11.1f} {r['sliding_speedup']:>7.1f}x "
+                  f"{r['streaming_ms']:>13.1f} {r['streaming_speedup']:>7.1f}x  {r['device']}",
                   flush=True)
 
 

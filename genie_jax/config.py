@@ -36,6 +36,11 @@ class TransformerConfig:
     # depend on the relative (row, column) offset, so "take the token one column to the right" (a camera scroll
     # of one patch) is one pattern for every position instead of one to learn per position.
     spatial_rope: bool = False
+    # Time positions of the temporal attention. "learned": a table added to the input, one row per window slot.
+    # "rope": a rotary embedding at each frame's number, so attention scores depend on how far apart two frames
+    # are, and each frame attends to the last ``window`` frames (its own included). A generated world can then run
+    # past the window with its cached keys and values kept (simulator.py), instead of rebuilding them each frame.
+    temporal_positions: str = "learned"
 
 
 @dataclass(frozen=True)

@@ -115,18 +115,20 @@ def maskgit_decode(logits_fn: Callable[[jax.Array], jax.Array], frame_BN: jax.Ar
 
 
 def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_BW: jax.Array, t: jax.Array,
-                       key: jax.Array, cfg: SamplingConfig) -> jax.Array:
+                       key: jax.Array, cfg: SamplingConfig, first_position: int | jax.Array = 0) -> jax.Array:
     """Fills every token of frame ``t`` of the window, recomputing the whole window at every step; returns it.
 
     ``tokens_BWN`` holds known frames at slots < t (slots >= t are ignored); ``actions_BW[:, t]`` is the action
-    leading into frame t. This is the reference :func:`maskgit_fill_frame_cached` must equal.
+    leading into frame t; ``first_position`` numbers slot 0 (rotary time positions). This is the reference
+    :func:`maskgit_fill_frame_cached` must equal.
     """
     w = tokens_BWN.shape[1]
     tokens_BWN = jnp.where(jnp.arange(w)[None, :, None] >= t, dynamics.mask_id, tokens_BWN)
 
     def logits_fn(frame_BN):
         window = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN, t, axis=1)
-        return jax.lax.dynamic_index_in_dim(dynamics(window, actions_BW), t, axis=1, keepdims=False)
+        logits = dynamics(window, actions_BW, first_position=first_position)
+        return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
 
     empty = jnp.full(tokens_BWN.shape[::2], dynamics.mask_id, tokens_BWN.dtype)
     frame_BN = maskgit_decode(logits_fn, empty, key, cfg, dynamics.mask_id)
@@ -134,10 +136,12 @@ def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_B
 
 
 def maskgit_fill_frame_cached(dynamics: DynamicsModel, caches: list[KVCache], action_B: jax.Array, t: jax.Array,
-                              key: jax.Array, cfg: SamplingConfig) -> tuple[jax.Array, list[KVCache]]:
-    """Frame ``t``'s tokens (B, N) from the cache of frames < t, computing only frame t at every step; returns
-    them and the caches with frame t added. Same tokens as :func:`maskgit_fill_frame` for the same key."""
+                              key: jax.Array, cfg: SamplingConfig,
+                              position: jax.Array | None = None) -> tuple[jax.Array, list[KVCache]]:
+    """The tokens (B, N) of the frame in cache slot ``t`` from the cache of the frames before it, computing only
+    this frame at every step; returns them and the caches with slot t filled. ``position``: the frame's number
+    (rotary time positions; default t). Same tokens as :func:`maskgit_fill_frame` for the same key."""
     empty = jnp.full((action_B.shape[0], dynamics.num_tokens), dynamics.mask_id, jnp.int32)
-    frame_BN = maskgit_decode(lambda frame: dynamics.step(frame, action_B, caches, t)[0], empty, key, cfg,
-                              dynamics.mask_id)
-    return frame_BN, dynamics.step(frame_BN, action_B, caches, t)[1]
+    frame_BN = maskgit_decode(lambda frame: dynamics.step(frame, action_B, caches, t, position)[0], empty, key,
+                              cfg, dynamics.mask_id)
+    return frame_BN, dynamics.step(frame_BN, action_B, caches, t, position)[1]

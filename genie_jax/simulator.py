@@ -1,9 +1,16 @@
 """WorldSimulator: the one API everything interactive uses. reset(frames) / step(action_id) -> frame.
 
-Holds a window of W frames of tokens (W = the dynamics model's training window). Each step generates the next
-frame's tokens with MaskGIT, conditioned on the chosen latent action, and decodes it with the tokenizer; beyond
-W frames the window slides (the oldest frame drops out). By default the past frames' keys and values are cached
-(see sampling.py), so a step computes only the new frame; ``use_cache=False`` recomputes the window (reference).
+Each step generates the next frame's tokens with MaskGIT, conditioned on the chosen latent action, and decodes it
+with the tokenizer. By default the past frames' keys and values are cached (see sampling.py), so a step computes
+only the new frame; ``use_cache=False`` recomputes every frame it holds at every MaskGIT step (the reference).
+What happens past the models' window of W frames (their training clip length) depends on their time positions:
+- learned (a table of W slots): the world keeps W frames and slides them, the oldest dropping out. Every frame
+  then moves to another slot, so the cache is rebuilt from the window each frame.
+- rotary (``temporal_positions="rope"`` in the dynamics model and the tokenizer decoder): each frame attends to
+  the W frames up to itself, numbered by their distance, so sliding drops the oldest frame's cached keys and keeps
+  the rest: every frame costs what a frame inside the window costs. A frame's keys were computed when it was
+  generated, from the frames before it, so the world remembers through them; the reference recomputes the
+  frames that can still reach the next one (depth x (W - 1) of them, the "history") with the same rule.
 Given a mesh, the worlds are split over its data axes and the parameters placed as in training, so one jit-compiled
 step runs every local device (evaluation uses this).
 """
@@ -30,13 +37,14 @@ from genie_jax.sharding import batch_sharding, batch_shards, replicated, state_s
 class SimulatorState:
     """Everything needed to branch a world: restore() a saved state and step differently."""
 
-    tokens_BWN: jax.Array
+    tokens_BWN: jax.Array  # (B, history, N): the frames a step may read, oldest first
     actions_BW: jax.Array
-    length: int  # frames currently in the window
+    length: int  # frames currently held
     key: jax.Array
     # Generation caches (dynamics, tokenizer decoder) of the window's frames, or None: rebuilt on the next step.
     # Kept with the state, so a restore() continues without recomputing the window.
     caches: tuple | None = None
+    first_position: int = 0  # the number of the oldest frame held (rotary time positions count from the reset)
 
     def without_caches(self) -> "SimulatorState":
         """The same state holding no caches (a few MB each at CoinRun size); restoring it rebuilds them once."""
@@ -49,40 +57,49 @@ def _take_action(actions_BW, t, ids_B, key):
     return actions_BW.at[:, t].set(ids_B), *jax.random.split(key)
 
 
-def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, ids_B, key,
+def _generate(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, first, ids_B, key,
               cfg: SamplingConfig):
-    """Reference path: every MaskGIT step and the decode recompute the whole window."""
+    """Reference path: every MaskGIT step and the decode recompute every frame held (slot 0 is frame ``first``)."""
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
     actions_BW, key, step_key = _take_action(actions_BW, t, ids_B, key)
-    tokens_BWN = maskgit_fill_frame(dynamics, tokens_BWN, actions_BW, t, step_key, cfg)
+    tokens_BWN = maskgit_fill_frame(dynamics, tokens_BWN, actions_BW, t, step_key, cfg, first)
     # The tokenizer decoder is causal in time too: frame t decodes from tokens of frames <= t.
-    frames = tokenizer.detokenize(_known(tokens_BWN, t + 1))
+    frames = tokenizer.detokenize(_known(tokens_BWN, t + 1), first)
     frame_BHWC = jax.lax.dynamic_index_in_dim(frames, t, axis=1, keepdims=False)
     return tokens_BWN, actions_BW, None, jnp.round(frame_BHWC * 255).astype(jnp.uint8), key
 
 
-def _prefill(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t):
-    """The (dynamics, tokenizer decoder) caches of the window's frames < t: one pass over the window."""
+def _prefill(dyn_graph, tok_graph, dyn_state, tok_state, tokens_BWN, actions_BW, t, first):
+    """The (dynamics, tokenizer decoder) caches of the frames < t that frame t attends to: one pass over them."""
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
     # Causal in time: slots >= t do not affect the cached slots < t, whatever they hold.
-    return dynamics.prefill(tokens_BWN, actions_BW), tokenizer.decode_prefill(_known(tokens_BWN, t))
+    return (dynamics.prefill(tokens_BWN, actions_BW, first, t),
+            tokenizer.decode_prefill(_known(tokens_BWN, t), first, t))
 
 
-def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_BWN, actions_BW, t, ids_B, key,
-                     cfg: SamplingConfig):
+def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_BWN, actions_BW, t, slot, first,
+                     ids_B, key, cfg: SamplingConfig):
     """Cached path: only frame t runs through the dynamics model (each MaskGIT step) and the tokenizer decoder.
 
-    ``caches`` = (dynamics, tokenizer decoder) caches of the window's frames < t (see :func:`_prefill`).
+    ``caches`` = (dynamics, tokenizer decoder) caches of the frames before frame t (see :func:`_prefill`), which
+    goes in their ``slot``; ``first`` numbers slot 0 of ``tokens_BWN``.
     """
     dynamics = nnx.merge(dyn_graph, dyn_state)
     tokenizer = nnx.merge(tok_graph, tok_state)
     actions_BW, key, step_key = _take_action(actions_BW, t, ids_B, key)
-    frame_BN, dyn_caches = maskgit_fill_frame_cached(dynamics, caches[0], actions_BW[:, t], t, step_key, cfg)
-    frame_BHWC, tok_caches = tokenizer.detokenize_step(frame_BN, caches[1], t)
+    position = first + t
+    frame_BN, dyn_caches = maskgit_fill_frame_cached(dynamics, caches[0], actions_BW[:, t], slot, step_key, cfg,
+                                                     position)
+    frame_BHWC, tok_caches = tokenizer.detokenize_step(frame_BN, caches[1], slot, position)
     tokens_BWN = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN.astype(tokens_BWN.dtype), t, axis=1)
     return tokens_BWN, actions_BW, (dyn_caches, tok_caches), jnp.round(frame_BHWC * 255).astype(jnp.uint8), key
+
+
+def _drop_oldest_cached(caches):
+    """Every cache with its oldest slot moved to the end, where the next frame overwrites it."""
+    return jax.tree.map(lambda a: jnp.roll(a, -1, axis=2), caches)
 
 
 def _known(tokens_BWN: jax.Array, length) -> jax.Array:
@@ -100,6 +117,15 @@ class WorldSimulator:
         self.batch_size = batch_size
         self.num_actions = dynamics.num_actions
         self.window = dynamics.transformer.max_frames
+        decoder = tokenizer.decoder
+        # Rotary time positions in both generating models: sliding keeps the cache (module docstring).
+        self.streaming = dynamics.transformer.temporal_rope and decoder.temporal_rope
+        if self.streaming and decoder.max_frames != self.window:
+            raise ValueError(f"the tokenizer decoder's window ({decoder.max_frames} frames) differs from the "
+                             f"dynamics model's ({self.window}): train them on clips of one length")
+        # Frames held: those that can still reach the next frame through the layers of attention.
+        self.history = (max(dynamics.transformer.depth, decoder.depth) * (self.window - 1) + 1 if self.streaming
+                        else self.window)
         self.height, self.width = tokenizer.height, tokenizer.width
         self.num_tokens = tokenizer.num_tokens
         self._seed = seed
@@ -110,6 +136,7 @@ class WorldSimulator:
         self._generate = jax.jit(partial(_generate, self._dyn[0], self._tok[0], cfg=sampling))
         self._generate_cached = jax.jit(partial(_generate_cached, self._dyn[0], self._tok[0], cfg=sampling))
         self._prefill = jax.jit(partial(_prefill, self._dyn[0], self._tok[0]))
+        self._drop_oldest_cached = jax.jit(_drop_oldest_cached)
         self._tokenize = jax.jit(lambda state, frames: nnx.merge(self._tok[0], state).tokenize(frames))
         lam_graph, self._lam_state = self._split(lam)
         self._infer = jax.jit(lambda state, frames: nnx.merge(lam_graph, state).infer_actions(frames))
@@ -139,14 +166,14 @@ class WorldSimulator:
         frames = self._as_batch(frames)
         frames = frames[:, -(self.window - 1):]  # leave room for at least one generated frame
         b, t = frames.shape[:2]
-        tokens = np.zeros((b, self.window, self.num_tokens), np.int32)
+        tokens = np.zeros((b, self.history, self.num_tokens), np.int32)
         tokens[:, :t] = np.asarray(self._tokenize(self._tok[1], self._place(frames)))
-        actions = np.full((b, self.window), self.dynamics.no_action_id, np.int32)
+        actions = np.full((b, self.history), self.dynamics.no_action_id, np.int32)
         if t > 1:
             actions[:, 1:t] = np.asarray(self._infer(self._lam_state, self._place(frames)))
         tokens, actions = self._place(tokens), self._place(actions)
-        caches = self._prefill(self._dyn[1], self._tok[1], tokens, actions, jnp.int32(t)) if self.use_cache else None
-        self._state = SimulatorState(tokens, actions, t, jax.random.key(self._seed), caches)
+        state = SimulatorState(tokens, actions, t, jax.random.key(self._seed))
+        self._state = replace(state, caches=self._rebuilt_caches(state)) if self.use_cache else state
         return frames[:, -1] if b > 1 else frames[0, -1]
 
     def step(self, action_id: int) -> np.ndarray:
@@ -164,23 +191,39 @@ class WorldSimulator:
         if bad or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"action id {bad[0] if bad else action_ids!r} is out of range: this world has "
                              f"{self.num_actions} latent actions, 0..{self.num_actions - 1}")
-        tokens, actions, t, caches = state.tokens_BWN, state.actions_BW, state.length, state.caches
-        if t == self.window:  # slide: drop the oldest frame; the new first frame has no action into it
-            tokens = jnp.roll(tokens, -1, axis=1)
-            actions = jnp.roll(actions, -1, axis=1).at[:, 0].set(self.dynamics.no_action_id)
-            t -= 1
-            caches = None  # every frame's time position moved: cached keys and values are stale
-        ids, slot = np.asarray(ids, np.int32), np.int32(t)
+        caches_full = state.length >= self.window  # (streaming) the next frame's cache slot is taken
+        if state.length == self.history:  # full: the oldest frame drops out
+            state = replace(state, tokens_BWN=jnp.roll(state.tokens_BWN, -1, axis=1), length=state.length - 1,
+                            actions_BW=jnp.roll(state.actions_BW, -1, axis=1))
+            if self.streaming:  # the others keep their numbers and their cached keys
+                state = replace(state, first_position=state.first_position + 1)
+            else:  # the new first frame has no action into it; every frame moved to another slot
+                state = replace(state, actions_BW=state.actions_BW.at[:, 0].set(self.dynamics.no_action_id),
+                                caches=None)
+        t, first, ids = np.int32(state.length), np.int32(state.first_position), np.asarray(ids, np.int32)
         if self.use_cache:
-            if caches is None:  # causal: the action into slot t does not touch the cache of slots < t
-                caches = self._prefill(self._dyn[1], self._tok[1], tokens, actions, slot)
-            tokens, actions, caches, frame, key = self._generate_cached(self._dyn[1], self._tok[1], caches, tokens,
-                                                                        actions, slot, ids, state.key)
+            caches = state.caches
+            if caches is None:
+                caches = self._rebuilt_caches(state)
+            elif caches_full:  # streaming: the oldest cached frame drops out
+                caches = self._drop_oldest_cached(caches)
+            slot = np.int32(min(state.length, self.window - 1))
+            tokens, actions, caches, frame, key = self._generate_cached(
+                self._dyn[1], self._tok[1], caches, state.tokens_BWN, state.actions_BW, t, slot, first, ids, state.key)
         else:
-            tokens, actions, _, frame, key = self._generate(self._dyn[1], self._tok[1], tokens, actions, slot, ids,
-                                                            state.key)
-        self._state = SimulatorState(tokens, actions, t + 1, key, caches)
+            tokens, actions, caches, frame, key = self._generate(
+                self._dyn[1], self._tok[1], state.tokens_BWN, state.actions_BW, t, first, ids, state.key)
+        self._state = SimulatorState(tokens, actions, state.length + 1, key, caches, state.first_position)
         return np.asarray(frame)
+
+    def _rebuilt_caches(self, state: SimulatorState) -> tuple:
+        """The caches of the frames held, for generating the next one. Until the window fills, only its first W
+        slots can hold frames, so only they run (a reset costs a window, not the whole history)."""
+        tokens, actions = state.tokens_BWN, state.actions_BW
+        if state.length < self.window:
+            tokens, actions = tokens[:, :self.window], actions[:, :self.window]
+        return self._prefill(self._dyn[1], self._tok[1], tokens, actions, np.int32(state.length),
+                             np.int32(state.first_position))
 
     def reseed(self, seed: int) -> None:
         """Sets the sampling seed that the next reset() starts from (a new simulator would compile again)."""
@@ -194,9 +237,9 @@ class WorldSimulator:
         return self._require_state()
 
     def restore(self, state: SimulatorState) -> None:
-        if state.tokens_BWN.shape != (self.batch_size, self.window, self.num_tokens):
+        if state.tokens_BWN.shape != (self.batch_size, self.history, self.num_tokens):
             raise ValueError(f"state of shape {state.tokens_BWN.shape} does not fit this simulator "
-                             f"({self.batch_size} worlds, window {self.window}, {self.num_tokens} tokens)")
+                             f"({self.batch_size} worlds, {self.history} frames held, {self.num_tokens} tokens)")
         self._state = state
 
     # ------------------------------------------------------------------------------------------------------

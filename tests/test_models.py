@@ -182,3 +182,44 @@ def test_spatial_rope_scores_depend_on_the_offset_only_and_dynamics_stay_causal(
     tokens[:, 5] = (tokens[:, 5] + 1) % config.tokenizer.codebook_size
     diff = np.abs(np.asarray(dyn(jnp.asarray(tokens), actions)) - base).max(axis=(0, 2, 3))
     assert (diff[:5] < 1e-6).all() and diff[5] > 0
+
+
+def rope_in_time(config, depth: int | None = None):
+    """``config`` with rotary time positions in the dynamics model and the tokenizer decoder."""
+    import dataclasses
+
+    rope = dataclasses.replace(config.dynamics.transformer, temporal_positions="rope",
+                               depth=depth or config.dynamics.transformer.depth)
+    return dataclasses.replace(config, dynamics=dataclasses.replace(config.dynamics, transformer=rope),
+                               tokenizer=dataclasses.replace(config.tokenizer, decoder=rope))
+
+
+def test_temporal_rope_depends_on_frame_distances_and_attends_within_the_window(config):
+    from genie_jax.nn import ROPE_PERIOD
+
+    dyn = randomized(build_dynamics(rope_in_time(config), SHAPE, "float32", nnx.Rngs(0)))
+    assert not hasattr(dyn.transformer, "pos_temporal")  # no table of window slots to outgrow
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, config.tokenizer.codebook_size, (2, 12, 16)), jnp.int32)
+    actions = dyn.align_actions(jnp.asarray(rng.integers(0, 4, (2, 11))))
+    base = np.asarray(dyn(tokens, actions))  # 12 frames, past the 8-frame window
+    # Numbered from anywhere, across the table's period too, the frames score alike: only distances count.
+    for first in (5, ROPE_PERIOD - 6, 3 * ROPE_PERIOD + 1):
+        np.testing.assert_allclose(np.asarray(dyn(tokens, actions, first_position=first)), base, atol=2e-4)
+    # Each frame attends to the 8 frames up to itself: one layer, so frame 0 reaches frames 0..7 and no further.
+    changed = tokens.at[:, 0].set((tokens[:, 0] + 1) % config.tokenizer.codebook_size)
+    diff = np.abs(np.asarray(dyn(changed, actions)) - base).max(axis=(0, 2, 3))
+    assert (diff[:8] > 0).all() and (diff[8:] == 0).all(), diff
+    # Learned time positions have one row per window slot: a longer clip is an error, not a silent wrap.
+    learned = randomized(build_dynamics(config, SHAPE, "float32", nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="exceed this model's 8-frame window"):
+        learned(tokens, actions)
+
+
+def test_unknown_temporal_positions_are_rejected(config):
+    import dataclasses
+
+    bad = dataclasses.replace(config.dynamics.transformer, temporal_positions="sinusoid")
+    with pytest.raises(ValueError, match="temporal_positions 'sinusoid': choose one of"):
+        build_dynamics(dataclasses.replace(config, dynamics=dataclasses.replace(config.dynamics, transformer=bad)),
+                       SHAPE, "float32", nnx.Rngs(0))

@@ -35,26 +35,30 @@ class DynamicsModel(nnx.Module):
         self.head = dense(width, vocab_size, ("embed", "vocab"), dtype=dtype, rngs=rngs)
 
     def __call__(self, tokens_BTN: jax.Array, actions_BT: jax.Array,
-                 action_probs_BTA: jax.Array | None = None) -> jax.Array:
+                 action_probs_BTA: jax.Array | None = None, first_position: int | jax.Array = 0) -> jax.Array:
         """Token ids (mask id where unknown) and the action INTO each frame -> logits (B, T, N, vocab) float32.
 
         ``actions_BT[:, t]`` is the latent action of the transition t-1 -> t; use :meth:`align_actions` to build
         it from the LAM's (B, T-1) transition actions. ``action_probs_BTA`` (training only, from
         :meth:`align_action_probs`) makes the action input straight-through: its value is still the embedding of
         ``actions_BT``, its gradient flows into the probabilities, so the model that made them learns from this loss.
+        ``first_position``: the number of the first frame (rotary time positions only, see nn.STTransformer).
         """
-        return self._logits(self.transformer(self._embed(tokens_BTN, actions_BT, action_probs_BTA)))
+        return self._logits(self.transformer(self._embed(tokens_BTN, actions_BT, action_probs_BTA), first_position))
 
-    def prefill(self, tokens_BTN: jax.Array, actions_BT: jax.Array) -> list[KVCache]:
-        """The generation cache of T known frames (their tokens and the actions into them)."""
-        return self.transformer.prefill(self._embed(tokens_BTN, actions_BT))[1]
+    def prefill(self, tokens_BTN: jax.Array, actions_BT: jax.Array, first_position: int | jax.Array = 0,
+                next_slot: int | jax.Array | None = None) -> list[KVCache]:
+        """The generation cache of T known frames (their tokens and the actions into them); see
+        nn.STTransformer.prefill for ``next_slot``."""
+        return self.transformer.prefill(self._embed(tokens_BTN, actions_BT), first_position, next_slot)[1]
 
-    def step(self, tokens_BN: jax.Array, action_B: jax.Array, caches: list[KVCache],
-             t: jax.Array) -> tuple[jax.Array, list[KVCache]]:
-        """Logits (B, N, vocab) of frame ``t`` from its (partly masked) tokens, the action into it and the cache of
-        frames < t; equal to ``self(window, actions)[:, t]``. Also returns the caches with frame t's slot filled."""
+    def step(self, tokens_BN: jax.Array, action_B: jax.Array, caches: list[KVCache], t: jax.Array,
+             position: jax.Array | None = None) -> tuple[jax.Array, list[KVCache]]:
+        """Logits (B, N, vocab) of the frame in cache slot ``t`` from its (partly masked) tokens, the action into it
+        and the cache of frames < t; equal to ``self(window, actions)[:, t]``. Also returns the caches with slot t
+        filled. ``position``: the frame's number (rotary time positions; default t)."""
         x = self._embed(tokens_BN[:, None], action_B[:, None])[:, 0]
-        h, caches = self.transformer.step(x, caches, t)
+        h, caches = self.transformer.step(x, caches, t, position)
         return self._logits(h[:, None])[:, 0], caches
 
     def _embed(self, tokens_BTN: jax.Array, actions_BT: jax.Array,

@@ -50,28 +50,30 @@ class VideoTokenizer(nnx.Module):
         latents_BTND = self.to_code(h)
         return self.vq(latents_BTND), latents_BTND
 
-    def decode(self, quantized_BTND: jax.Array) -> jax.Array:
-        """Code vectors (B, T, N, code_dim) -> frames (B, T, H, W, 3) float."""
-        patches = self.to_pixels(self.decoder(self.from_code(quantized_BTND)))
+    def decode(self, quantized_BTND: jax.Array, first_position: int | jax.Array = 0) -> jax.Array:
+        """Code vectors (B, T, N, code_dim) -> frames (B, T, H, W, 3) float. ``first_position``: the number of the
+        first frame (rotary time positions only)."""
+        patches = self.to_pixels(self.decoder(self.from_code(quantized_BTND), first_position))
         return unpatchify(patches.astype(quantized_BTND.dtype), self.cfg.patch, self.height, self.width)
 
     def tokenize(self, frames_BTHWC: jax.Array) -> jax.Array:
         """Frames (uint8 or float) -> token ids (B, T, N) int32."""
         return self.encode(frames_BTHWC)[0].codes
 
-    def detokenize(self, tokens_BTN: jax.Array) -> jax.Array:
+    def detokenize(self, tokens_BTN: jax.Array, first_position: int | jax.Array = 0) -> jax.Array:
         """Token ids (B, T, N) -> frames (B, T, H, W, 3) float, clipped to [0, 1]."""
-        return jax.numpy.clip(self.decode(self.vq.lookup(tokens_BTN)), 0.0, 1.0)
+        return jax.numpy.clip(self.decode(self.vq.lookup(tokens_BTN), first_position), 0.0, 1.0)
 
-    def decode_prefill(self, tokens_BTN: jax.Array) -> list[KVCache]:
-        """The decoder's generation cache for T known frames of tokens."""
-        return self.decoder.prefill(self.from_code(self.vq.lookup(tokens_BTN)))[1]
+    def decode_prefill(self, tokens_BTN: jax.Array, first_position: int | jax.Array = 0,
+                       next_slot: int | jax.Array | None = None) -> list[KVCache]:
+        """The decoder's generation cache for T known frames of tokens (see nn.STTransformer.prefill)."""
+        return self.decoder.prefill(self.from_code(self.vq.lookup(tokens_BTN)), first_position, next_slot)[1]
 
-    def detokenize_step(self, tokens_BN: jax.Array, caches: list[KVCache],
-                        t: jax.Array) -> tuple[jax.Array, list[KVCache]]:
-        """Frame ``t``'s tokens (B, N) and the cache of frames < t -> the frame (B, H, W, 3) float in [0, 1], equal
-        to ``detokenize(window)[:, t]``, and the caches with slot t filled."""
-        h, caches = self.decoder.step(self.from_code(self.vq.lookup(tokens_BN)), caches, t)
+    def detokenize_step(self, tokens_BN: jax.Array, caches: list[KVCache], t: jax.Array,
+                        position: jax.Array | None = None) -> tuple[jax.Array, list[KVCache]]:
+        """The tokens (B, N) of the frame in cache slot ``t`` and the cache of frames < t -> the frame (B, H, W, 3)
+        float in [0, 1], equal to ``detokenize(window)[:, t]``, and the caches with slot t filled."""
+        h, caches = self.decoder.step(self.from_code(self.vq.lookup(tokens_BN)), caches, t, position)
         patches = self.to_pixels(h[:, None])
         frame = unpatchify(patches.astype(jax.numpy.float32), self.cfg.patch, self.height, self.width)[:, 0]
         return jax.numpy.clip(frame, 0.0, 1.0), caches
