@@ -88,10 +88,15 @@ def rms_norm_columns(norm: nnx.RMSNorm, x: jax.Array, axis: int = 0) -> jax.Arra
 RopeTables = tuple[jax.Array, jax.Array]  # cos, sin (L, head_dim) from rope_2d_tables
 
 
+CACHE_SLOT_AXIS = 3
+
+
 class KVCache(NamedTuple):
     """One block's temporal keys and values of the frames in a generation window (a model keeps a list of them).
 
-    keys, values: (B, N, W, heads, head_dim); slots at and after the next frame's are ignored.
+    keys, values: (B, N, heads, W, head_dim), slots along CACHE_SLOT_AXIS; slots at and after the next frame's are
+    ignored. Heads come before slots so that a step's attention reads the cache as the batched matrices it multiplies
+    (with slots before heads, XLA copied both caches of every layer at every step).
     """
 
     keys: jax.Array
@@ -239,7 +244,7 @@ class STBlock(nnx.Module):
 
     def __call__(self, x_BTND: jax.Array, *, return_kv: bool = False, rope: RopeTables | None = None,
                  time_rope: RopeTables | None = None, band: int | None = None):
-        """(B, T, N, D) -> (B, T, N, D); with ``return_kv`` also the temporal keys and values (B, N, T, H, hd),
+        """(B, T, N, D) -> (B, T, N, D); with ``return_kv`` also the temporal keys and values (B, N, H, T, hd),
         which is what generation caches: the past frames' own keys and values never change.
 
         ``time_rope``: rotary tables (T, hd) of the frames' numbers for the temporal queries and keys (the cached
@@ -257,7 +262,7 @@ class STBlock(nnx.Module):
         x_BTND = x_BTND + self.ffn(self.norm_f(x_BTND))
         if not return_kv:
             return x_BTND
-        return x_BTND, tuple(rearrange(a, "(b n) t h e -> b n t h e", b=b) for a in (k, v))
+        return x_BTND, tuple(rearrange(a, "(b n) t h e -> b n h t e", b=b) for a in (k, v))
 
     def step(self, x_DR: jax.Array, cache: KVCache, t: jax.Array, rope: RopeTables | None = None,
              time_rope: RopeTables | None = None) -> tuple[jax.Array, KVCache]:
@@ -265,7 +270,7 @@ class STBlock(nnx.Module):
 
         The frame's B*N tokens are held as columns, ``x_DR`` (D, B*N), which XLA:CPU multiplies faster at a
         few tokens (Dense.columns); the result equals :meth:`__call__` at frame t. ``cache`` holds this block's
-        keys and values (B, N, W, H, hd); the returned cache has slot t filled with this frame's, so committing a
+        keys and values (B, N, H, W, hd); the returned cache has slot t filled with this frame's, so committing a
         finished frame is keeping the returned cache. The attention reads the cache as it is rather than the
         filled copy, so a caller that drops the returned cache (every MaskGIT step but the last) never pays for
         copying it.
@@ -279,7 +284,7 @@ class STBlock(nnx.Module):
         y = attend_past_and_self(q, k, v, cache, t)
         x_DR = x_DR + self.temporal.out.columns(rearrange(y, "h e b n -> (h e) (b n)"))
         keys, values = (jax.lax.dynamic_update_slice_in_dim(
-            c, rearrange(new, "h e b n -> b n h e")[:, :, None].astype(c.dtype), t, axis=2)
+            c, rearrange(new, "h e b n -> b n h 1 e").astype(c.dtype), t, axis=CACHE_SLOT_AXIS)
             for c, new in ((cache.keys, k), (cache.values, v)))
         return x_DR + self.ffn.columns(rms_norm_columns(self.norm_f, x_DR)), KVCache(keys, values)
 
@@ -290,11 +295,13 @@ def attend_past_and_self(q_HEBN: jax.Array, k_HEBN: jax.Array, v_HEBN: jax.Array
     to the same position's cached keys of slots < t and to its own key. Equal to attention over the cache with
     slot t filled. -> (H, hd, B, N)."""
     scale = q_HEBN.shape[1] ** -0.5
-    past = jnp.einsum("hebn,bnwhe->bnhw", q_HEBN, cache.keys.astype(q_HEBN.dtype)).astype(jnp.float32) * scale
+    q_BNHE = rearrange(q_HEBN, "h e b n -> b n h e")  # a few tokens: cheap, unlike moving the cache
+    past = jnp.einsum("bnhe,bnhwe->bnhw", q_BNHE, cache.keys.astype(q_HEBN.dtype)).astype(jnp.float32) * scale
     past = jnp.where(jnp.arange(past.shape[-1]) < t, past, -jnp.inf)
     own = jnp.einsum("hebn,hebn->bnh", q_HEBN, k_HEBN).astype(jnp.float32)[..., None] * scale
     weights = jax.nn.softmax(jnp.concatenate([past, own], axis=-1), axis=-1).astype(v_HEBN.dtype)
-    y = jnp.einsum("bnhw,bnwhe->hebn", weights[..., :-1], cache.values.astype(v_HEBN.dtype))
+    y = rearrange(jnp.einsum("bnhw,bnhwe->bnhe", weights[..., :-1], cache.values.astype(v_HEBN.dtype)),
+                  "b n h e -> h e b n")
     return y + rearrange(weights[..., -1], "b n h -> h 1 b n") * v_HEBN
 
 
@@ -377,10 +384,11 @@ class STTransformer(nnx.Module):
         out, kvs = self._blocks(self._embed(x_BTND), first_position, return_kv=True)
         w = self.max_frames
         if t <= w:
-            pad = ((0, 0), (0, 0), (0, w - t), (0, 0), (0, 0))
+            pad = ((0, 0), (0, 0), (0, 0), (0, w - t), (0, 0))
             return out, [KVCache(jnp.pad(k, pad), jnp.pad(v, pad)) for k, v in kvs]
         start = jnp.clip((t if next_slot is None else next_slot) - (w - 1), 0, t - w)
-        return out, [KVCache(*(jax.lax.dynamic_slice_in_dim(a, start, w, axis=2) for a in kv)) for kv in kvs]
+        return out, [KVCache(*(jax.lax.dynamic_slice_in_dim(a, start, w, axis=CACHE_SLOT_AXIS) for a in kv))
+                     for kv in kvs]
 
     def step(self, x_BND: jax.Array, caches: list[KVCache], t: jax.Array,
              position: jax.Array | None = None) -> tuple[jax.Array, list[KVCache]]:

@@ -5,6 +5,8 @@ frames' activations never change while frame t is decoded. Two paths with equal 
 - recompute (reference): every MaskGIT step runs the full (B, W, N) window with later slots masked;
 - cached: the past frames' temporal keys and values are computed once (``KVCache``) and each step runs frame t
   alone, about W times less work per step.
+With rotary time positions the "window" may be longer than the models' W frames: each frame attends to the W
+frames up to itself, so the cache keeps the last W - 1 frames' keys (simulator.py streams them).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from genie_jax.nn import CACHE_SLOT_AXIS
 from genie_jax.run import RunDir, load_model
 from genie_jax.sampling import SamplingConfig, maskgit_fill_frame, maskgit_fill_frame_cached
 from genie_jax.sharding import batch_sharding, batch_shards, replicated, state_shardings
@@ -99,7 +100,7 @@ def _generate_cached(dyn_graph, tok_graph, dyn_state, tok_state, caches, tokens_
 
 def _drop_oldest_cached(caches):
     """Every cache with its oldest slot moved to the end, where the next frame overwrites it."""
-    return jax.tree.map(lambda a: jnp.roll(a, -1, axis=2), caches)
+    return jax.tree.map(lambda a: jnp.roll(a, -1, axis=CACHE_SLOT_AXIS), caches)
 
 
 def _known(tokens_BWN: jax.Array, length) -> jax.Array:
