@@ -275,7 +275,7 @@ class STBlock(nnx.Module):
         filled copy, so a caller that drops the returned cache (every MaskGIT step but the last) never pays for
         copying it.
         """
-        b, n = cache.keys.shape[:2]
+        b = cache.keys.shape[0]
         x_DR = x_DR + self.spatial.spatial_columns(rms_norm_columns(self.norm_s, x_DR), b, rope)
         q, k, v = (rearrange(a, "h e (b n) -> h e b n", b=b)
                    for a in self.temporal.heads_qkv_columns(rms_norm_columns(self.norm_t, x_DR)))
@@ -395,7 +395,7 @@ class STTransformer(nnx.Module):
         """One frame (B, N, D) at cache slot ``t`` with the past in ``caches`` -> its outputs (B, N, D) and the
         caches with slot t filled. Equal to ``self(x)[:, t]`` for a window whose frames < t produced the caches.
         ``position``: the frame's number for rotary time positions (default t)."""
-        b, n, _ = x_BND.shape
+        b = x_BND.shape[0]
         x_DR = rearrange(self._embed(x_BND[:, None], t)[:, 0], "b n d -> d (b n)")
         time_rope = self._time_rope(jnp.reshape(t if position is None else position, (1,)))
         new = []
