@@ -118,17 +118,18 @@ def maskgit_decode(logits_fn: Callable[[jax.Array], jax.Array], frame_BN: jax.Ar
 
 def maskgit_fill_frame(dynamics: DynamicsModel, tokens_BWN: jax.Array, actions_BW: jax.Array, t: jax.Array,
                        key: jax.Array, cfg: SamplingConfig, first_position: int | jax.Array = 0) -> jax.Array:
-    """Fills every token of frame ``t`` of the window, recomputing the whole window at every step; returns it.
+    """Fills every token of frame ``t`` of the window, recomputing the whole window at every step; returns the
+    window with frame t filled (the other slots as given).
 
     ``tokens_BWN`` holds known frames at slots < t (slots >= t are ignored); ``actions_BW[:, t]`` is the action
     leading into frame t; ``first_position`` numbers slot 0 (rotary time positions). This is the reference
     :func:`maskgit_fill_frame_cached` must equal.
     """
     w = tokens_BWN.shape[1]
-    tokens_BWN = jnp.where(jnp.arange(w)[None, :, None] >= t, dynamics.mask_id, tokens_BWN)
+    known_BWN = jnp.where(jnp.arange(w)[None, :, None] >= t, dynamics.mask_id, tokens_BWN)
 
     def logits_fn(frame_BN):
-        window = jax.lax.dynamic_update_index_in_dim(tokens_BWN, frame_BN, t, axis=1)
+        window = jax.lax.dynamic_update_index_in_dim(known_BWN, frame_BN, t, axis=1)
         logits = dynamics(window, actions_BW, first_position=first_position)
         return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
 

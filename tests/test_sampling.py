@@ -68,6 +68,7 @@ def test_maskgit_fills_every_token_of_frame_t_and_keeps_the_past():
         out = np.asarray(out)
         assert (out[:, 3] != dyn.mask_id).all() and (out[:, 3] < config.tokenizer.codebook_size).all()
         np.testing.assert_array_equal(out[:, :3], np.asarray(tokens)[:, :3])
+        np.testing.assert_array_equal(out[:, 4:], np.asarray(tokens)[:, 4:])  # later slots as given, as cached
     greedy = [np.asarray(maskgit_fill_frame(dyn, tokens, actions, jnp.int32(3), jax.random.key(k),
                                             SamplingConfig(steps=1, temperature=0.0)))[:, 3] for k in (0, 1)]
     np.testing.assert_array_equal(greedy[0], greedy[1])  # temperature 0 is argmax: no randomness
