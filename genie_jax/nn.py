@@ -193,30 +193,27 @@ def temporal_rope_tables(positions_T: jax.Array, head_dim: int, base: float = 10
     return jnp.asarray(cos)[rows], jnp.asarray(sin)[rows]
 
 
+def _rotate_halves(x: jax.Array, cos: jax.Array, sin: jax.Array, axis: int) -> jax.Array:
+    """Rotary rotation in rotate-half form within each half of the head dimension ``axis``; ``cos``/``sin``
+    already broadcast against ``x``."""
+    def rotate_half(part):
+        a, b = jnp.split(part, 2, axis=axis)
+        return jnp.concatenate([-b, a], axis=axis)
+
+    first, second = jnp.split(x, 2, axis=axis)
+    return x * cos + jnp.concatenate([rotate_half(first), rotate_half(second)], axis=axis) * sin
+
+
 def apply_rope(x_BLHD: jax.Array, cos_LD: jax.Array, sin_LD: jax.Array) -> jax.Array:
     """Rotates each half of the head dimension (rows | columns) by its angles (rotate-half form)."""
-    h = x_BLHD.shape[-1] // 2
-
-    def rotate_half(part):
-        a, b = jnp.split(part, 2, axis=-1)
-        return jnp.concatenate([-b, a], axis=-1)
-
-    rotated = jnp.concatenate([rotate_half(x_BLHD[..., :h]), rotate_half(x_BLHD[..., h:])], axis=-1)
-    cos, sin = cos_LD[None, :, None].astype(x_BLHD.dtype), sin_LD[None, :, None].astype(x_BLHD.dtype)
-    return x_BLHD * cos + rotated * sin
+    cos, sin = (table[None, :, None].astype(x_BLHD.dtype) for table in (cos_LD, sin_LD))
+    return _rotate_halves(x_BLHD, cos, sin, axis=-1)
 
 
 def apply_rope_columns(x_HEBL: jax.Array, cos_LD: jax.Array, sin_LD: jax.Array) -> jax.Array:
     """:func:`apply_rope` for heads held as columns (heads, head_dim, B, L)."""
-    h = x_HEBL.shape[1] // 2
-
-    def rotate_half(part):
-        a, b = jnp.split(part, 2, axis=1)
-        return jnp.concatenate([-b, a], axis=1)
-
-    rotated = jnp.concatenate([rotate_half(x_HEBL[:, :h]), rotate_half(x_HEBL[:, h:])], axis=1)
     cos, sin = (table.T[None, :, None, :].astype(x_HEBL.dtype) for table in (cos_LD, sin_LD))
-    return x_HEBL * cos + rotated * sin
+    return _rotate_halves(x_HEBL, cos, sin, axis=1)
 
 
 class FeedForward(nnx.Module):
@@ -320,7 +317,6 @@ class STTransformer(nnx.Module):
         if cfg.temporal_positions not in TEMPORAL_POSITIONS:
             raise ValueError(f"temporal_positions {cfg.temporal_positions!r}: choose one of {TEMPORAL_POSITIONS}")
         self.max_frames = max_frames
-        self.depth = cfg.depth
         self.rope_grid = None  # plain ints: the tables are rebuilt (constant-folded) inside each traced call
         if cfg.spatial_rope:
             if grid is None or grid[0] * grid[1] > num_tokens:

@@ -125,8 +125,8 @@ class WorldSimulator:
             raise ValueError(f"the tokenizer decoder's window ({decoder.max_frames} frames) differs from the "
                              f"dynamics model's ({self.window}): train them on clips of one length")
         # Frames held: those that can still reach the next frame through the layers of attention.
-        self.history = (max(dynamics.transformer.depth, decoder.depth) * (self.window - 1) + 1 if self.streaming
-                        else self.window)
+        depth = max(len(dynamics.transformer.blocks), len(decoder.blocks))
+        self.history = depth * (self.window - 1) + 1 if self.streaming else self.window
         self.height, self.width = tokenizer.height, tokenizer.width
         self.num_tokens = tokenizer.num_tokens
         self._seed = seed
