@@ -24,6 +24,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -78,6 +79,30 @@ def random_models(preset: str, window: int, dtype: str,
     return models, sampling, size
 
 
+def read_bandwidth_gbs() -> float:
+    """This machine's memory read bandwidth as XLA uses it (all its threads): summing 256 MB, best of 5, GB/s."""
+    values = jnp.ones(64 * 2**20, jnp.float32)
+    total = jax.jit(jnp.sum)
+    total(values).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        total(values).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return values.nbytes / best / 1e9
+
+
+def weight_bytes_per_frame(tokenizer: nnx.Module, dynamics: nnx.Module, steps_run: int) -> int:
+    """Bytes of weights one cached frame reads at least once each pass: the dynamics transformer and head once per
+    MaskGIT step that runs and once more to put the frame in the cache, the tokenizer's decoder once. At batch 1
+    a pass holds one frame's few tokens, so the weights stream from memory every pass (they outgrow the caches)
+    and the read bandwidth bounds the speed. Embedding tables are left out: a pass reads only their used rows."""
+    def nbytes(*modules: nnx.Module) -> int:
+        return sum(x.nbytes for m in modules for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    return ((steps_run + 1) * nbytes(dynamics.transformer, dynamics.head)
+            + nbytes(tokenizer.from_code, tokenizer.decoder, tokenizer.to_pixels))
+
+
 def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> dict:
     models, sampling, size = random_models(preset, context + 1, dtype)
     start = np.random.default_rng(0).integers(0, 256, (batch, context, size, size, 3), np.uint8)
@@ -85,6 +110,7 @@ def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> d
            "steps_run": len(unmasking_steps(sampling.steps, models[2].num_tokens, sampling.schedule)),
            "params_M": sum(x.size for m in models for x in jax.tree.leaves(nnx.state(m, nnx.Param))) / 1e6,
            "device": jax.devices()[0].device_kind}
+    row["weights_MB"] = weight_bytes_per_frame(models[0], models[2], row["steps_run"]) / 1e6
     recompute = WorldSimulator(*models, sampling=sampling, batch_size=batch, use_cache=False)
     per_frame, row["recompute_first_s"] = time_sliding(recompute, start, frames)
     row["recompute_ms"] = per_frame * 1e3
@@ -111,16 +137,20 @@ def main() -> None:
                         help="timed frames per case, after two untimed ones; the median is reported (shared "
                              "machines have spikes)")
     args = parser.parse_args()
+    bandwidth = read_bandwidth_gbs()
+    print(f"memory read bandwidth: {bandwidth:.1f} GB/s. 'weights MB': weights a cached frame streams from memory "
+          "(see weight_bytes_per_frame); 'floor ms': that at this bandwidth, the least a cached frame can cost here")
     print(f"{'preset':>16} {'params_M':>9} {'context':>8} {'batch':>6} {'steps':>6} {'run':>4} {'recompute ms':>13} "
-          f"{'cached ms':>10} {'speedup':>8} {'sliding ms':>11} {'speedup':>8} {'streaming ms':>13} {'speedup':>8}  "
-          "device", flush=True)
+          f"{'cached ms':>10} {'speedup':>8} {'sliding ms':>11} {'speedup':>8} {'streaming ms':>13} {'speedup':>8} "
+          f"{'weights MB':>11} {'floor ms':>9}  device", flush=True)
     for preset in args.presets.split(","):
         for context in (int(c) for c in args.contexts.split(",")):
             r = measure(preset, context, args.batch, args.dtype, args.frames)
             print(f"{r['preset']:>16} {r['params_M']:>9.2f} {r['context']:>8} {r['batch']:>6} "
                   f"{r['maskgit_steps']:>6} {r['steps_run']:>4} {r['recompute_ms']:>13.1f} {r['cached_ms']:>10.1f} "
                   f"{r['speedup']:>7.1f}x {r['sliding_ms']:>11.1f} {r['sliding_speedup']:>7.1f}x "
-                  f"{r['streaming_ms']:>13.1f} {r['streaming_speedup']:>7.1f}x  {r['device']}",
+                  f"{r['streaming_ms']:>13.1f} {r['streaming_speedup']:>7.1f}x {r['weights_MB']:>11.0f} "
+                  f"{r['weights_MB'] / bandwidth:>9.1f}  {r['device']}",
                   flush=True)
 
 

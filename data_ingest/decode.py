@@ -1,15 +1,20 @@
 """Streaming frame sources: decode (PyAV) or load (Pillow), resample to the target FPS, resize to the target size.
 
 Every function here yields one frame at a time, so a long video is never whole in memory. Only the frames that
-survive resampling are converted and resized (by FFmpeg's swscale, straight to the small target size), which keeps
-ingest close to the cost of bare decoding.
+survive resampling are converted and resized (by FFmpeg's swscale, straight to the small target size), and frames
+that do not survive are not even decoded where the codec allows it (B-frames that nothing references), which keeps
+ingest close to, or under, the cost of bare decoding.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
+import math
 import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +53,13 @@ def check_resolution(width: int, height: int, settings: IngestSettings) -> None:
                           "see --max-side)")
 
 
-def video_frames(path: Path, settings: IngestSettings, threads: int = 0) -> Iterator[RawFrame]:
+def video_frames(path: Path, settings: IngestSettings, threads: int = 0, *,
+                 skip_unshown: bool = False) -> Iterator[RawFrame]:
     """Decodes the first video stream of ``path`` in presentation order. Raises SourceError on unreadable input.
 
-    threads: decoder threads (0 = FFmpeg's choice).
+    threads: decoder threads (0 = FFmpeg's choice). skip_unshown: leave out frames that resampling to
+    ``settings.fps`` will not show, where the codec can skip decoding them (see :func:`_decoded`); indices still
+    count them, so a frame's index is its place in the source either way.
     """
     try:
         container = av.open(str(path), metadata_errors="ignore")
@@ -71,7 +79,7 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0) -> Iter
         index = 0
         start = last = None
         try:
-            for frame in container.decode(stream):
+            for index, frame in _decoded(container, stream, settings.fps if skip_unshown else None):
                 if frame.width != stream.codec_context.width or frame.height != stream.codec_context.height:
                     check_resolution(frame.width, frame.height, settings)
                 pts = frame.pts
@@ -93,6 +101,83 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0) -> Iter
         if declared_end is not None and declared_end - decoded_end > max(1.0, 0.1 * declared_end):
             raise SourceError(f"truncated: frames end at {decoded_end:.1f} s but the container declares "
                               f"{declared_end:.1f} s (an interrupted download or copy: fetch it again)")
+
+
+_LOOKAHEAD = 16  # packets demuxed ahead of the decoder: more than B-frame reordering spans
+
+
+def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+             fps: float | None) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decodes ``stream`` -> (the frame's index in the source, the frame), in presentation order.
+
+    With ``fps``, frames that :func:`resample` to ``fps`` will not show are not decoded where the codec can skip
+    them: FFmpeg drops a frame that no other frame references (an H.264 or HEVC B-frame, say) when asked to
+    (``skip_frame = NONREF``), and decodes it anyway if others do. Which frames resample shows follows from the
+    packets' timestamps, read ``_LOOKAHEAD`` packets ahead: a frame is skipped only when a later frame is known
+    and no output time falls between the two (an unseen frame in between could only shorten the gap). A frame
+    the decoder dropped still counts in the indices of the frames after it: it is one asked to be skipped that
+    never came out. Skipping ends at the first timestamp that cannot be trusted (missing, repeated or going
+    back), so a broken file decodes in full from there on.
+    """
+    codec = stream.codec_context
+    time_base = float(stream.time_base) if stream.time_base else 0.0
+    skipping = fps is not None and time_base > 0
+    packets = container.demux(stream)
+    ahead: deque = deque()
+    known: list[int] = []  # sorted timestamps of the packets demuxed so far (pruned behind the output)
+    asked: list[int] = []  # timestamps of packets sent with skip_frame = NONREF that have not come out yet
+
+    def read_ahead() -> None:
+        for packet in itertools.islice(packets, _LOOKAHEAD - len(ahead)):
+            ahead.append(packet)
+            if packet.pts is not None:
+                bisect.insort(known, packet.pts)
+
+    start = last = None
+    index = 0
+    skip = False
+    read_ahead()
+    while ahead:
+        packet = ahead.popleft()
+        read_ahead()
+        pts = packet.pts
+        if pts is None and packet.size:
+            skipping = False
+        asking = False
+        if skipping and start is not None and pts is not None:
+            after = bisect.bisect_right(known, pts)
+            asking = after < len(known) and not _shown(pts * time_base - start * time_base,
+                                                       known[after] * time_base - start * time_base, fps)
+        if asking != skip:
+            skip = asking
+            codec.skip_frame = "NONREF" if skip else "DEFAULT"
+        if skip:
+            asked.append(pts)
+        for frame in packet.decode():
+            out = frame.pts
+            if out is None or (last is not None and out <= last):
+                skipping = False
+            else:
+                if asked:
+                    index += sum(p < out for p in asked)  # asked to skip, and passed by: dropped
+                    asked = [p for p in asked if p > out]
+                if len(known) > 4 * _LOOKAHEAD:
+                    del known[:bisect.bisect_left(known, out)]
+                last = out
+            start = out if start is None else start
+            yield index, frame
+            index += 1
+
+
+def _shown(t: float, t_next: float, fps: float) -> bool:
+    """Whether :func:`resample` to ``fps`` shows a frame at ``t`` seconds that is followed by one at ``t_next``:
+    some output time k / fps, k >= 0, is at or after t and before t_next (both with resample's slack)."""
+    k = max(0, math.ceil((t - _TIME_SLACK) * fps))
+    while k > 0 and (k - 1) / fps + _TIME_SLACK >= t:  # the same float tests as resample's, whatever the rounding
+        k -= 1
+    while k / fps + _TIME_SLACK < t:
+        k += 1
+    return k / fps + _TIME_SLACK < t_next
 
 
 def _declared_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:

@@ -84,7 +84,9 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
     elif spec.kind == "frames":
         raw = image_frames([Path(f) for f in spec.frames], settings)
     else:
-        raw = video_frames(Path(spec.path), settings, threads=threads)
+        # With a sidecar every frame is decoded: its actions align by source index, which then never rests on
+        # inferring which frames the decoder dropped.
+        raw = video_frames(Path(spec.path), settings, threads=threads, skip_unshown=not spec.sidecar)
     if spec.sidecar:
         actions_T, meanings = load_sidecar(Path(spec.sidecar))
     quality = load_quality_filter(settings.quality_filter)
@@ -128,7 +130,8 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
 
 
 class _Probe:
-    """Passes raw frames through, counting them and noting the source size and duration."""
+    """Passes raw frames through, counting the source's frames ("decoded": those the decoder skipped count too, by
+    the indices) and noting the source size and duration."""
 
     def __init__(self, frames: Iterable[RawFrame], counts: Counter):
         self._frames, self._counts = frames, counts
@@ -141,7 +144,7 @@ class _Probe:
                 image = frame.image
                 self.height, self.width = (image.shape[:2] if isinstance(image, np.ndarray)
                                            else (image.height, image.width))
-            self._counts["decoded"] += 1
+            self._counts["decoded"] = frame.index + 1
             self.last_time = frame.time
             yield frame
 

@@ -56,7 +56,7 @@ def summary_text(manifest: dict[str, Any], out_dir: str) -> str:
     else:
         lines.append(f"dataset: not written: {manifest['error']}")
     f, d = t["frames"], t["dropped_frames"]
-    lines.append(f"frames: {f.get('decoded', 0)} decoded, {f.get('resampled', 0)} at {s['fps']:g} fps, "
+    lines.append(f"frames: {f.get('decoded', 0)} in the sources, {f.get('resampled', 0)} at {s['fps']:g} fps, "
                  f"{f.get('kept', 0)} kept; dropped: " + ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in d))
     c = t["clips"]
     lines.append(f"clips: {c.get('written', 0)} written; dropped: low quality {c.get('low_quality', 0)}, "

@@ -54,11 +54,17 @@ def read_index(frame_HWC: np.ndarray) -> int:
 
 
 def write_video(path: Path, num_frames: int, *, seed: int, fps: int = 30, size: int = 128,
-                codec: str = "libx264", frames: Iterator[np.ndarray] | None = None) -> Path:
-    """Encodes frame_image(0..num_frames-1) (or ``frames``) with ``codec``; lossless where the codec allows."""
+                codec: str = "libx264", frames: Iterator[np.ndarray] | None = None,
+                b_frames: bool = False) -> Path:
+    """Encodes frame_image(0..num_frames-1) (or ``frames``) with ``codec``; lossless where the codec allows.
+
+    b_frames (H.264): three B-frames between references, some referenced (pyramid), as web video has;
+    otherwise none (x264's ultrafast preset)."""
     options, pix_fmt = {}, "yuv420p"
     if codec == "libx264":
         options = {"crf": "12", "preset": "ultrafast"}
+        if b_frames:
+            options = {"crf": "12", "preset": "veryfast", "x264-params": "bframes=3:b-adapt=0:b-pyramid=normal"}
     elif codec == "libvpx-vp9":
         options = {"lossless": "1", "deadline": "realtime", "cpu-used": "8"}
     elif codec == "gif":

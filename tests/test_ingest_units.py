@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from ingest_fixtures import frame_image, read_index, write_frame_folder, write_sidecar, write_video
 
-from data_ingest.decode import RawFrame, SourceError, image_frames, resample, scaled_size, to_target
+from data_ingest.decode import (RawFrame, SourceError, image_frames, resample, scaled_size, target_frames,
+                                to_target, video_frames)
 from data_ingest.filters import CUT, clip_signature, load_quality_filter, motion_quality, segment
 from data_ingest.process import aligned_actions, cut_segments, load_sidecar
 from data_ingest.settings import IngestSettings
@@ -38,6 +39,22 @@ def test_resample_has_no_float_drift_over_long_videos():
     for k, index in enumerate(got):
         assert index in {(3000 * k + 29) // 1001, (3000 * k + 30) // 1001}, (k, index)
     assert len(got) == (n - 1) * 1001 // 3000 + 1
+
+
+@pytest.mark.parametrize("name, fps, threads", [("a.mp4", 30, 1), ("b.mkv", 25, 2), ("c.mov", 60, 1)])
+def test_unshown_frames_are_not_decoded_and_the_clip_frames_stay_the_same(tmp_path, name, fps, threads):
+    """H.264 B-frames that resampling to 10 fps will not show are skipped by the decoder; the frames that are
+    shown, their source indices and the count of source frames are those of decoding every frame."""
+    video = write_video(tmp_path / name, 2 * fps, seed=5, fps=fps, size=64, b_frames=True)
+    settings = IngestSettings()
+    every = list(video_frames(video, settings, threads=threads))
+    skipping = list(video_frames(video, settings, threads=threads, skip_unshown=True))
+    assert len(every) == 2 * fps and len(skipping) < len(every) * 0.8
+    assert [f.index for f in skipping] == sorted({f.index for f in skipping}) and skipping[-1].index == 2 * fps - 1
+    shown = list(target_frames(every, settings))
+    assert len(shown) == 20
+    for (index, rgb), (index_skipping, rgb_skipping) in zip(shown, target_frames(skipping, settings), strict=True):
+        assert index == index_skipping and np.array_equal(rgb, rgb_skipping)
 
 
 @pytest.mark.parametrize("policy, expect", [("crop", (114, 64)), ("pad", (64, 36)), ("stretch", (64, 64))])
