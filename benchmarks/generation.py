@@ -13,6 +13,9 @@ window of c + 1 frames, and every timed frame is generated from exactly c contex
 - streaming: the same steady state with rotary time positions (``temporal_positions="rope"`` in the dynamics model
   and the tokenizer decoder; otherwise the same preset): sliding drops the oldest frame's cached keys and keeps the
   rest, so every frame costs a cached frame.
+It also measures the memory's read bandwidth and prints, per preset, the weights a cached frame reads ("weights
+MB") and the least time that takes at that bandwidth ("floor ms"): how far generation is from the machine's limit
+where the weights outgrow its caches.
 
     python benchmarks/generation.py                                          # demo + Jasmine-sized CoinRun, CPU
     python benchmarks/generation.py --presets coinrun_jasmine --dtype bfloat16 --contexts 1,4,16,64   # on a GPU
@@ -94,9 +97,10 @@ def read_bandwidth_gbs() -> float:
 
 def weight_bytes_per_frame(tokenizer: nnx.Module, dynamics: nnx.Module, steps_run: int) -> int:
     """Bytes of weights one cached frame reads at least once each pass: the dynamics transformer and head once per
-    MaskGIT step that runs and once more to put the frame in the cache, the tokenizer's decoder once. At batch 1
-    a pass holds one frame's few tokens, so the weights stream from memory every pass (they outgrow the caches)
-    and the read bandwidth bounds the speed. Embedding tables are left out: a pass reads only their used rows."""
+    MaskGIT step that runs and once more to put the frame in the cache, the tokenizer's decoder once. Where the
+    weights outgrow the CPU's caches (CoinRun's 105 MB of dynamics weights do; the demo's do not), every pass
+    streams them from memory, so the read bandwidth bounds the speed. Embedding tables are left out: a pass reads
+    only their used rows."""
     def nbytes(*modules: nnx.Module) -> int:
         return sum(x.nbytes for m in modules for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
     return ((steps_run + 1) * nbytes(dynamics.transformer, dynamics.head)

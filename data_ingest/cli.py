@@ -64,7 +64,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--min-quality", type=float, default=0.5, help="drop clips scoring below (default 0.5)")
     video.add_argument("--max-side", type=int, default=8192,
                        help="refuse videos/images with a side above this as absurd (default 8192)")
-    video.add_argument("--workers", type=int, default=1, help="processes working on sources in parallel")
+    video.add_argument("--workers", type=int, default=None,
+                       help="processes working on sources in parallel (default: one per CPU core)")
     video.add_argument("--beam-runner", default="", metavar="RUNNER",
                        help="cut the dataset's clips in an Apache Beam pipeline on this runner (DirectRunner, "
                             "DataflowRunner, FlinkRunner, ...; needs genie_jax[beam]); same dataset as without")
@@ -92,6 +93,7 @@ def _run_video(args: argparse.Namespace) -> int:
     from data_ingest.download import DownloadSettings
     from data_ingest.settings import IngestSettings
     from data_ingest.video_ingest import IngestOptions, ingest_video_sources
+    from data_ingest.workers import available_cores
 
     if args.beam_option and not args.beam_runner:
         return _usage("--beam-option needs --beam-runner")
@@ -99,7 +101,8 @@ def _run_video(args: argparse.Namespace) -> int:
         return _usage(f"--beam-option takes KEY=VALUE, got {args.beam_option}")
     beam_options = (f"--runner={args.beam_runner}", *(f"--{kv}" for kv in args.beam_option)) if args.beam_runner \
         else ()
-    if args.workers < 1 or args.download_retries < 0 or args.episodes < 1 or args.frames_per_episode < 2:
+    if ((args.workers is not None and args.workers < 1) or args.download_retries < 0 or args.episodes < 1
+            or args.frames_per_episode < 2):
         return _usage("--workers and --episodes must be >= 1, --download-retries >= 0, --frames-per-episode >= 2")
     try:
         settings = IngestSettings(
@@ -113,7 +116,8 @@ def _run_video(args: argparse.Namespace) -> int:
             load_quality_filter(settings.quality_filter)
         download = DownloadSettings(max_height=max(settings.height, settings.width), rate_limit=args.rate_limit,
                                     retries=args.download_retries, retry_wait=args.retry_wait)
-        options = IngestOptions(settings=settings, download=download, workers=args.workers,
+        workers = args.workers if args.workers is not None else available_cores()
+        options = IngestOptions(settings=settings, download=download, workers=workers,
                                 val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                                 overwrite=args.overwrite, episodes=args.episodes,
                                 frames_per_episode=args.frames_per_episode, procgen_levels=args.procgen_levels,

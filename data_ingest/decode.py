@@ -12,7 +12,6 @@ import bisect
 import hashlib
 import itertools
 import math
-import os
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +23,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from data_ingest.settings import IngestSettings
+from data_ingest.workers import available_cores
 
 # Containers round timestamps (WebM to 1 ms): a frame this close after an output time still counts as on time.
 _TIME_SLACK = 1e-3
@@ -327,8 +327,9 @@ def _av_message(exc: BaseException) -> str:
 
 
 def default_threads(workers: int) -> int:
-    """Decoder threads per worker: the machine's cores shared out, so workers do not oversubscribe them."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """Decoder threads per worker: the machine's cores shared out among the busy workers, so that they do not
+    oversubscribe them."""
+    return max(1, available_cores() // max(1, workers))
 
 
 __all__ = [

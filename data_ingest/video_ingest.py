@@ -175,7 +175,8 @@ def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> tuple[list
 def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: IngestOptions, pool: cf.Executor,
                  log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Processes local sources in the worker pool while URLs download in this process, feeding the pool."""
-    threads = default_threads(options.workers)
+    # Decoder threads: the cores shared among the workers that will be busy (a lone local file gets them all).
+    threads = default_threads(options.workers if urls else min(options.workers, max(1, len(specs))))
     results: list[dict[str, Any]] = []
     futures: dict[cf.Future, SourceSpec] = {}
 

@@ -16,6 +16,13 @@ _WORKER_MODULES = ["data_ingest.process", "data_ingest.shards", "data_ingest.wor
 _PIDFDS = hasattr(os, "pidfd_open")
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which containers and taskset narrow), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def pool_context() -> BaseContext:
     """The multiprocessing context for ingest workers.
 

@@ -201,6 +201,23 @@ def test_cli(library, tmp_path, capsys):
     assert json.loads((tmp_path / "none" / "manifest.json").read_text())["error"] == "no source yielded a clip"
 
 
+def test_workers_default_to_one_per_core(library, tmp_path, monkeypatch):
+    import data_ingest.video_ingest as video_ingest
+    from data_ingest.workers import available_cores
+
+    seen = []
+
+    def note_options(sources, out, options):
+        seen.append(options)
+        raise ValueError("noted")  # the CLI reports it as a usage error (exit 2): nothing is ingested
+
+    monkeypatch.setattr(video_ingest, "ingest_video_sources", note_options)
+    ingest_main([str(library / "run_a.mp4"), "--out", str(tmp_path / "a")])
+    ingest_main([str(library / "run_a.mp4"), "--out", str(tmp_path / "b"), "--workers", "1"])
+    assert [o.workers for o in seen] == [available_cores(), 1]
+    assert ingest_main([str(library / "run_a.mp4"), "--out", str(tmp_path / "c"), "--workers", "0"]) == 2
+
+
 def test_genie_ingest_loads_no_model_code(library, tmp_path):
     """`genie ingest` in a fresh process with two workers (shards written by the pool, TFDS imported meanwhile):
     it never imports JAX or Grain, seconds of start-up it has no use for."""
