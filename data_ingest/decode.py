@@ -104,6 +104,7 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0, *,
 
 
 _LOOKAHEAD = 16  # packets demuxed ahead of the decoder: more than B-frame reordering spans
+_TRIAL_SKIPS = 100  # frames asked to be skipped that all came out anyway: this codec or file skips none, stop asking
 
 
 def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -117,7 +118,8 @@ def _decoded(container: av.container.InputContainer, stream: av.video.stream.Vid
     and no output time falls between the two (an unseen frame in between could only shorten the gap). A frame
     the decoder dropped still counts in the indices of the frames after it: it is one asked to be skipped that
     never came out. Skipping ends at the first timestamp that cannot be trusted (missing, repeated or going
-    back), so a broken file decodes in full from there on.
+    back), so a broken file decodes in full from there on, and after ``_TRIAL_SKIPS`` asks with nothing dropped
+    (VP9, or H.264 without B-frames), which saves the bookkeeping.
     """
     codec = stream.codec_context
     time_base = float(stream.time_base) if stream.time_base else 0.0
@@ -126,11 +128,12 @@ def _decoded(container: av.container.InputContainer, stream: av.video.stream.Vid
     ahead: deque = deque()
     known: list[int] = []  # sorted timestamps of the packets demuxed so far (pruned behind the output)
     asked: list[int] = []  # timestamps of packets sent with skip_frame = NONREF that have not come out yet
+    dropped = came_out = 0  # of the frames asked to be skipped
 
     def read_ahead() -> None:
         for packet in itertools.islice(packets, _LOOKAHEAD - len(ahead)):
             ahead.append(packet)
-            if packet.pts is not None:
+            if skipping and packet.pts is not None:
                 bisect.insort(known, packet.pts)
 
     start = last = None
@@ -159,8 +162,12 @@ def _decoded(container: av.container.InputContainer, stream: av.video.stream.Vid
                 skipping = False
             else:
                 if asked:
-                    index += sum(p < out for p in asked)  # asked to skip, and passed by: dropped
+                    passed = sum(p < out for p in asked)  # asked to skip, and passed by: dropped
+                    came_out += out in asked
+                    index, dropped = index + passed, dropped + passed
                     asked = [p for p in asked if p > out]
+                    if came_out >= _TRIAL_SKIPS and not dropped:
+                        skipping = False
                 if len(known) > 4 * _LOOKAHEAD:
                     del known[:bisect.bisect_left(known, out)]
                 last = out
