@@ -1,4 +1,5 @@
-"""Ingest throughput against bare PyAV decoding of the same files (the limit: every frame must be decoded).
+"""Ingest throughput against bare PyAV decoding of every frame of the same files: the reference cost (ingest skips
+decoding the B-frames it will not keep, where a video has them, so it can cost less).
 
 Makes N synthetic gameplay-like videos (H.264, 30 fps), then times, with 1 and W workers:
   decode   PyAV decoding every frame and nothing else (same decoder threading as ingest);
