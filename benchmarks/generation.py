@@ -83,7 +83,8 @@ def random_models(preset: str, window: int, dtype: str,
 
 
 def read_bandwidth_gbs() -> float:
-    """This machine's memory read bandwidth as XLA uses it (all its threads): summing 256 MB, best of 5, GB/s."""
+    """The default device's memory read bandwidth as XLA uses it (on a CPU, all its threads): summing 256 MB,
+    best of 5, GB/s."""
     values = jnp.ones(64 * 2**20, jnp.float32)
     total = jax.jit(jnp.sum)
     total(values).block_until_ready()
