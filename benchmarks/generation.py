@@ -96,6 +96,10 @@ def read_bandwidth_gbs() -> float:
     return values.nbytes / best / 1e9
 
 
+def parameters(*modules: nnx.Module) -> list[jax.Array]:
+    return [x for m in modules for x in jax.tree.leaves(nnx.state(m, nnx.Param))]
+
+
 def weight_bytes_per_frame(tokenizer: nnx.Module, dynamics: nnx.Module, steps_run: int) -> int:
     """Bytes of weights one cached frame reads at least once each pass: the dynamics transformer and head once per
     MaskGIT step that runs and once more to put the frame in the cache, the tokenizer's decoder once. Where the
@@ -103,7 +107,7 @@ def weight_bytes_per_frame(tokenizer: nnx.Module, dynamics: nnx.Module, steps_ru
     streams them from memory, so the read bandwidth bounds the speed. Embedding tables are left out: a pass reads
     only their used rows."""
     def nbytes(*modules: nnx.Module) -> int:
-        return sum(x.nbytes for m in modules for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+        return sum(x.nbytes for x in parameters(*modules))
     return ((steps_run + 1) * nbytes(dynamics.transformer, dynamics.head)
             + nbytes(tokenizer.from_code, tokenizer.decoder, tokenizer.to_pixels))
 
@@ -113,7 +117,7 @@ def measure(preset: str, context: int, batch: int, dtype: str, frames: int) -> d
     start = np.random.default_rng(0).integers(0, 256, (batch, context, size, size, 3), np.uint8)
     row = {"preset": preset, "context": context, "batch": batch, "maskgit_steps": sampling.steps,
            "steps_run": len(unmasking_steps(sampling.steps, models[2].num_tokens, sampling.schedule)),
-           "params_M": sum(x.size for m in models for x in jax.tree.leaves(nnx.state(m, nnx.Param))) / 1e6,
+           "params_M": sum(x.size for x in parameters(*models)) / 1e6,
            "device": jax.devices()[0].device_kind}
     row["weights_MB"] = weight_bytes_per_frame(models[0], models[2], row["steps_run"]) / 1e6
     recompute = WorldSimulator(*models, sampling=sampling, batch_size=batch, use_cache=False)
