@@ -11,7 +11,7 @@ out="${1:-gpu_results}"
 PY="${PYTHON:-python3}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-$PY -c "import genie_jax.train" 2>/dev/null || $PY -m pip install -q -e . "jax[cuda12]>=0.10,<0.11"
+$PY -c "import sys; sys.path[:0] = ['benchmarks']; import generation, train_throughput, cached_equality" 2>/dev/null || $PY -m pip install -q -e . "jax[cuda12]>=0.10,<0.11"
 $PY -c "import jax; print('jax', jax.__version__, jax.devices())"
 $PY benchmarks/generation.py --presets demo,coinrun_jasmine,coinrun --dtype bfloat16 --contexts 1,4,16,64 \
   --frames 5 | tee "$out/generation.txt"
