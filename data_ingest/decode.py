@@ -141,6 +141,14 @@ def _decoded(container: av.container.InputContainer, stream: av.video.stream.Vid
     skip = False
     read_ahead()
     while ahead:
+        if not skipping:  # for good: decode the rest as it comes, without the look-ahead's bookkeeping
+            if skip:
+                codec.skip_frame = "DEFAULT"
+            for packet in itertools.chain(ahead, packets):
+                for frame in packet.decode():
+                    yield index, frame
+                    index += 1
+            return
         packet = ahead.popleft()
         read_ahead()
         pts = packet.pts

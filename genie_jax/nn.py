@@ -300,8 +300,8 @@ def attend_past_and_self(q_HEBN: jax.Array, k_HEBN: jax.Array, v_HEBN: jax.Array
     q_BNHE = rearrange(q_HEBN, "h e b n -> b n h e")  # a few tokens: cheap, unlike moving the cache
     past = jnp.einsum("bnhe,bnhwe->bnhw", q_BNHE, cache.keys.astype(q_HEBN.dtype)).astype(jnp.float32) * scale
     past = jnp.where(jnp.arange(past.shape[-1]) < t, past, -jnp.inf)
-    # Summed over the minor axis: the same sum over the head_dim axis of (H, hd, B, N) took XLA:CPU 0.1-0.2 ms a
-    # block, a tenth of a CoinRun step.
+    # Summed over the minor axis: as an einsum, or summed over the head_dim axis of (H, hd, B, N), XLA:CPU took
+    # 0.1-0.2 ms a block for it (~6% of a CoinRun step); this way ~0.02 ms.
     k_BNHE = rearrange(k_HEBN, "h e b n -> b n h e")
     own = jnp.sum(q_BNHE.astype(jnp.float32) * k_BNHE.astype(jnp.float32), axis=-1)[..., None] * scale
     weights = jax.nn.softmax(jnp.concatenate([past, own], axis=-1), axis=-1).astype(v_HEBN.dtype)
