@@ -141,7 +141,9 @@ def _decoded(container: av.container.InputContainer, stream: av.video.stream.Vid
     skip = False
     read_ahead()
     while ahead:
-        if not skipping:  # for good: decode the rest as it comes, without the look-ahead's bookkeeping
+        if not skipping and not asked:
+            # Skipping has ended for good and no frame asked to be skipped is still due: decode the rest as it
+            # comes, without the look-ahead's bookkeeping.
             if skip:
                 codec.skip_frame = "DEFAULT"
             for packet in itertools.chain(ahead, packets):
