@@ -64,9 +64,8 @@ class DynamicsModel(nnx.Module):
         if self.prepend:
             h_DBN = h_DBN[:, :, 1:]
         # The head as columns too: XLA:CPU ran this (vocab, D) product about twice as fast that way round.
-        logits_VBN = rearrange(self.head.columns(rearrange(h_DBN, "d b n -> d (b n)")), "v (b n) -> v b n",
-                               b=x.shape[0])
-        return rearrange(logits_VBN, "v b n -> b n v").astype(jnp.float32), caches
+        logits_VR = self.head.columns(rearrange(h_DBN, "d b n -> d (b n)"))
+        return rearrange(logits_VR, "v (b n) -> b n v", b=x.shape[0]).astype(jnp.float32), caches
 
     def _embed(self, tokens_BTN: jax.Array, actions_BT: jax.Array,
                action_probs_BTA: jax.Array | None = None) -> jax.Array:
