@@ -1,6 +1,7 @@
 """Streaming frame sources: decode (PyAV) or load (Pillow), resample to the target FPS, resize to the target size.
 
-Every function here yields one frame at a time, so a long video is never whole in memory. Only the frames that
+Every function here yields one frame (or, resized, a chunk of 16) at a time, so a long video is never whole in
+memory. Only the frames that
 survive resampling are converted and resized (by FFmpeg's swscale, straight to the small target size), and frames
 that do not survive are not even decoded where the codec allows it (B-frames that nothing references), which keeps
 ingest close to, or under, the cost of bare decoding.
@@ -15,8 +16,8 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -29,18 +30,19 @@ from data_ingest.workers import available_cores
 _TIME_SLACK = 1e-3
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+TARGET_CHUNK = 16  # output frames resized, then filtered, together (see target_chunks)
 
 
 class SourceError(Exception):
     """A source that cannot be ingested; the message says why (it goes into the manifest and the summary)."""
 
 
-@dataclass(frozen=True)
-class RawFrame:
+class RawFrame(NamedTuple):
     """A decoded frame: its index in the source, its time in seconds from the first frame, the picture.
 
     Times are floats: exact Fractions cost ~0.2 ms per kept frame, a fifth of decoding's, and the 1 ms slack of
-    resampling dwarfs float rounding."""
+    resampling dwarfs float rounding. A named tuple, not a frozen dataclass: made for every source frame, it is
+    ~3x cheaper to create."""
 
     index: int
     time: float
@@ -273,11 +275,12 @@ def scaled_size(src_w: int, src_h: int, settings: IngestSettings) -> tuple[int, 
 
 
 def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
-              reformatter: VideoReformatter | None = None) -> np.ndarray:
+              reformatter: VideoReformatter | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Resizes one picture to uint8 [height, width, 3] RGB with the settings' policy (crop/pad/stretch).
 
     Pass the same ``reformatter`` for every frame of a video: it keeps FFmpeg's scaler set up between frames
-    (a fresh one per frame costs ~5x more than the scaling itself).
+    (a fresh one per frame costs ~5x more than the scaling itself). ``out``: where to write the picture (a
+    [height, width, 3] uint8 slot of a chunk, say); a new array if None.
     """
     if isinstance(image, np.ndarray):
         image = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
@@ -291,12 +294,14 @@ def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
     scaled = reformatter.reformat(image, width=w, height=h, format="bgr24", interpolation="AREA", threads=1)
     bgr = _packed_pixels(scaled)
     out_h, out_w = settings.height, settings.width
-    out = np.zeros((out_h, out_w, 3), np.uint8)
+    if out is None:
+        out = np.empty((out_h, out_w, 3), np.uint8)
     if settings.resize == "crop" or (h, w) == (out_h, out_w):
         top, left = (h - out_h) // 2, (w - out_w) // 2
         _bgr_to_rgb(bgr[top:top + out_h, left:left + out_w], out)
     else:  # pad
         top, left = (out_h - h) // 2, (out_w - w) // 2
+        out[...] = 0
         _bgr_to_rgb(bgr, out[top:top + h, left:left + w])
     return out
 
@@ -315,17 +320,27 @@ def _bgr_to_rgb(bgr: np.ndarray, out: np.ndarray) -> None:
     out[..., 0], out[..., 1], out[..., 2] = bgr[..., 2], bgr[..., 1], bgr[..., 0]
 
 
-def target_frames(frames: Iterable[RawFrame], settings: IngestSettings) -> Iterator[tuple[int, np.ndarray]]:
-    """Resample + resize: yields (source index, uint8 [H, W, 3]) at the target rate and size.
+def target_chunks(frames: Iterable[RawFrame], settings: IngestSettings,
+                  size: int = TARGET_CHUNK) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Resample + resize, ``size`` output frames at a time: yields (source indices [K], uint8 [K, H, W, 3]) at
+    the target rate and size, K = ``size`` but for the last chunk.
 
-    A source frame repeated by upsampling is resized once.
+    The chunk's source frames are decoded, then all scaled, then (downstream) all tested: each stage's code and
+    data stay in the CPU's caches, where interleaving them frame by frame cost ~20% more at 144p. A source frame
+    repeated by upsampling is resized once.
     """
-    last_index, last_rgb = -1, None
     reformatter = VideoReformatter()
-    for frame in resample(frames, settings.fps):
-        if frame.index != last_index:
-            last_index, last_rgb = frame.index, to_target(frame.image, settings, reformatter)
-        yield last_index, last_rgb
+    resampled = resample(frames, settings.fps)
+    last_index, last_rgb = -1, None
+    while shown := list(itertools.islice(resampled, size)):
+        out = np.empty((len(shown), settings.height, settings.width, 3), np.uint8)
+        for frame, slot in zip(shown, out, strict=True):
+            if frame.index == last_index:
+                slot[...] = last_rgb
+            else:
+                to_target(frame.image, settings, reformatter, out=slot)
+            last_index, last_rgb = frame.index, slot
+        yield [frame.index for frame in shown], out
 
 
 def file_sha256(paths: Iterable[Path]) -> str:
@@ -361,7 +376,7 @@ __all__ = [
     "numbered_images",
     "resample",
     "scaled_size",
-    "target_frames",
+    "target_chunks",
     "to_target",
     "video_frames",
 ]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import itertools
+import functools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,27 +18,32 @@ from data_ingest.settings import IngestSettings
 CUT = None  # marker in a frame stream: the frames before and after it must not share a clip
 QualityFilter = Callable[[np.ndarray], float]  # clip uint8 [T, H, W, 3] -> score in [0, 1]
 _CHANGED_LEVEL = 12  # a pixel "changed" if a channel moved more than this (above codec noise)
-_CHANNEL_OFFSETS = np.array([0, 16, 32])
-_FEATURE_CHUNK = 16  # frames whose blank test and histogram are computed together (numpy's per-call cost)
+_CHANNEL_OFFSETS = np.array([0, 16, 32], np.uint16)
 
 
 def blank_flags(frames_KHWC: np.ndarray, settings: IngestSettings) -> np.ndarray:
     """Per frame, nearly one colour (black/white screens, fades): grey-level std below ``settings.blank_std``.
 
-    -> bool [K]. Every other pixel is plenty for a uniformity test; grey is the sum of the channels.
+    -> bool [K]. Grey is the sum of the channels; the variance is computed exactly, in integers.
     """
-    half = frames_KHWC[:, ::2, ::2]
-    grey3 = half[..., 0].astype(np.float64) + half[..., 1] + half[..., 2]  # not .sum(axis=3): slow on length 3
-    return grey3.reshape(len(grey3), -1).var(axis=1) < (3 * settings.blank_std) ** 2
+    grey3 = frames_KHWC[..., 0].astype(np.int32)  # not .sum(axis=3): slow on length 3
+    grey3 += frames_KHWC[..., 1]
+    grey3 += frames_KHWC[..., 2]
+    grey3 = grey3.reshape(len(grey3), -1)
+    n = grey3.shape[1]
+    sums = grey3.sum(axis=1, dtype=np.int64)
+    squares = np.einsum("kp,kp->k", grey3, grey3, dtype=np.int64)
+    return squares * n - sums * sums < (3 * settings.blank_std * n) ** 2  # n^2 var < (3 std n)^2
 
 
 def colour_histograms(frames_KHWC: np.ndarray) -> np.ndarray:
-    """Normalised 16-bin histogram per channel of every other pixel (plenty for a scene test), float [K, 3, 16]."""
+    """Normalised 16-bin histogram per channel of every frame, float [K, 3, 16]."""
     k = len(frames_KHWC)
-    bins = (frames_KHWC[:, ::2, ::2] >> 4).reshape(k, -1, 3).astype(np.intp)
-    bins += _CHANNEL_OFFSETS + 48 * np.arange(k)[:, None, None]  # one bincount for every channel of every frame
+    bins = (frames_KHWC >> 4).astype(np.uint16)  # 16 bits: a quarter of the memory of intp keys, same count
+    bins += _CHANNEL_OFFSETS
+    bins += (48 * np.arange(k, dtype=np.uint16))[:, None, None, None]  # one bincount for every channel and frame
     counts = np.bincount(bins.ravel(), minlength=48 * k).reshape(k, 3, 16).astype(np.float32)
-    return counts / bins.shape[1]
+    return counts / (bins[0].size // 3)
 
 
 def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,9 +64,10 @@ def changed_fraction(a_HWC: np.ndarray, b_HWC: np.ndarray) -> float:
     return float(changed_fractions(a_HWC[None], b_HWC[None])[0])
 
 
-def segment(frames: Iterable[tuple[int, np.ndarray]], settings: IngestSettings,
+def segment(chunks: Iterable[tuple[Sequence[int], np.ndarray]], settings: IngestSettings,
             counts: Counter) -> Iterator[tuple[int, np.ndarray] | None]:
-    """Yields the frames worth keeping, with CUT between stretches that must not share a clip.
+    """Yields the frames worth keeping, as (index, uint8 [H, W, 3]), with CUT between stretches that must not share
+    a clip. Takes the frames a few at a time, as (indices [K], uint8 [K, H, W, 3]) (see decode.target_chunks).
 
     Blank frames and static stretches (``settings.static_frames`` frames showing the same picture; the first is
     kept) are dropped and counted in ``counts`` ("blank", "static" frames); scene changes (colour histogram jump)
@@ -72,7 +78,7 @@ def segment(frames: Iterable[tuple[int, np.ndarray]], settings: IngestSettings,
     static = False
     after_picture = False  # the previous frame exists and is not blank
     previous = None
-    for index, rgb, blank, scene_change, changed_from_previous in _with_features(frames, settings):
+    for index, rgb, blank, scene_change, changed_from_previous in _with_features(chunks, settings):
         if blank:
             if not static:
                 yield from run
@@ -110,27 +116,28 @@ def segment(frames: Iterable[tuple[int, np.ndarray]], settings: IngestSettings,
         yield from run
 
 
-def _with_features(frames: Iterable[tuple[int, np.ndarray]],
+def _with_features(chunks: Iterable[tuple[Sequence[int], np.ndarray]],
                    settings: IngestSettings) -> Iterator[tuple[int, np.ndarray, bool, float, float]]:
     """Per frame: (index, rgb, blank, scene change, changed pixels), the last two against the previous frame
     (histogram distance, changed fraction; meaningless for the first frame).
 
-    Computed for a few frames at a time, because numpy's cost per call dwarfs its cost per pixel at 64x64;
-    the look-ahead stays bounded.
+    Computed a chunk at a time, because numpy's cost per call dwarfs its cost per pixel at 64x64. The blank test
+    and the histograms look at every other pixel: plenty for them, and a quarter of the work.
     """
-    frames = iter(frames)
     last_rgb = last_hist = None
-    while chunk := list(itertools.islice(frames, _FEATURE_CHUNK)):
-        stack = np.stack([rgb for _, rgb in chunk])
-        hists = colour_histograms(stack)
+    for indices, stack in chunks:
+        if not len(stack):
+            continue
+        half = np.ascontiguousarray(stack[:, ::2, ::2])  # one strided gather, then contiguous work
+        hists = colour_histograms(half)
         before = np.concatenate([stack[:1] if last_rgb is None else last_rgb[None], stack[:-1]])
         hists_before = np.concatenate([hists[:1] if last_hist is None else last_hist[None], hists[:-1]])
         scene_change = np.abs(hists - hists_before).sum(axis=(1, 2)) / (2 * hists.shape[1])
         changed = changed_fractions(before, stack)
         last_rgb, last_hist = stack[-1], hists[-1]
-        for (index, _), rgb, blank, change, moved in zip(chunk, stack, blank_flags(stack, settings), scene_change,
-                                                         changed, strict=True):
-            yield index, rgb, bool(blank), float(change), float(moved)
+        for index, rgb, blank, change, moved in zip(indices, stack, blank_flags(half, settings).tolist(),
+                                                    scene_change.tolist(), changed.tolist(), strict=True):
+            yield index, rgb, blank, change, moved
 
 
 def motion_quality(frames_THWC: np.ndarray) -> float:
@@ -166,16 +173,24 @@ def clip_signature(frames_THWC: np.ndarray) -> str:
     Re-encodings and loops of the same footage mostly share it; footage that differs anywhere by a sprite's worth
     of pixels practically never does (coarser keys merged, e.g., the first seconds of different Pong episodes).
     """
-    _, h, w, _ = frames_THWC.shape
-    edges_h, edges_w = np.linspace(0, h, 17, dtype=int), np.linspace(0, w, 17, dtype=int)
-    grey = frames_THWC[..., 0].astype(np.float32) + frames_THWC[..., 1] + frames_THWC[..., 2]
-    # Block sums as two matrix products with 0/1 block matrices (exact: integer sums far below 2**24), ~10x
-    # faster than np.add.reduceat over the middle axes.
-    rows = (np.arange(h) >= edges_h[:-1, None]) & (np.arange(h) < edges_h[1:, None])  # [16, h]
-    cols = (np.arange(w) >= edges_w[:-1, None]) & (np.arange(w) < edges_w[1:, None])  # [16, w]
-    sums = rows.astype(np.float32) @ grey @ cols.T.astype(np.float32)
-    means = sums / (3 * np.outer(np.diff(edges_h), np.diff(edges_w)))
+    t, h, w, _ = frames_THWC.shape
+    rows, columns, block_sizes = _block_sums(h, w)
+    # Block sums of grey (the sum of the channels) as two products with 0/1 matrices, the channels summed by the
+    # first: exact (integer sums far below 2**24), and ~10x faster than np.add.reduceat over the middle axes.
+    sums = rows @ (frames_THWC.reshape(t, h, w * 3).astype(np.float32) @ columns)
+    means = sums / block_sizes
     return hashlib.sha1((means / 16).astype(np.uint8).tobytes()).hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=8)
+def _block_sums(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`clip_signature`: 0/1 matrices that sum 16 row blocks [16, h] and 16 column blocks of every
+    channel [w * 3, 16], and 3x the pixels per block [16, 16] (grey is three channels)."""
+    edges_h, edges_w = np.linspace(0, h, 17, dtype=int), np.linspace(0, w, 17, dtype=int)
+    rows = (np.arange(h) >= edges_h[:-1, None]) & (np.arange(h) < edges_h[1:, None])
+    columns = (np.arange(w) >= edges_w[:-1, None]) & (np.arange(w) < edges_w[1:, None])
+    block_sizes = 3 * np.outer(np.diff(edges_h), np.diff(edges_w))
+    return rows.astype(np.float32), np.repeat(columns, 3, axis=1).T.astype(np.float32), block_sizes
 
 
 __all__ = ["CUT", "QualityFilter", "blank_flags", "changed_fraction", "changed_fractions", "clip_signature",

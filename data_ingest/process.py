@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from data_ingest.decode import RawFrame, SourceError, file_sha256, image_frames, target_frames, video_frames
+from data_ingest.decode import RawFrame, SourceError, file_sha256, image_frames, target_chunks, video_frames
 from data_ingest.filters import CUT, clip_signature, load_quality_filter, segment
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec
@@ -92,7 +92,7 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
     quality = load_quality_filter(settings.quality_filter)
     counts: Counter = Counter()
     probe = _Probe(raw, counts)
-    resampled = _counted(target_frames(probe, settings), counts, "resampled")
+    resampled = _counted(target_chunks(probe, settings), counts, "resampled")
     kept_end: dict[int, int] = {}  # segment -> end of the last kept clip, for counting kept frames once
     for frames, src_index, seg, start in cut_segments(segment(resampled, settings, counts), settings, counts):
         if float(quality(frames)) < settings.min_quality:
@@ -149,10 +149,11 @@ class _Probe:
             yield frame
 
 
-def _counted(items: Iterable, counts: Counter, name: str) -> Iterator:
-    for item in items:
-        counts[name] += 1
-        yield item
+def _counted(chunks: Iterable[tuple[list[int], np.ndarray]], counts: Counter,
+             name: str) -> Iterator[tuple[list[int], np.ndarray]]:
+    for chunk in chunks:
+        counts[name] += len(chunk[0])
+        yield chunk
 
 
 def cut_segments(stream: Iterable[tuple[int, np.ndarray] | None], settings: IngestSettings,

@@ -63,7 +63,7 @@ class StageWriter:
         return len(self._signatures)
 
     def add(self, frames_THWC: np.ndarray, actions: np.ndarray, signature: str) -> None:
-        self._frames.write(np.ascontiguousarray(frames_THWC, np.uint8).tobytes())
+        self._frames.write(np.ascontiguousarray(frames_THWC, np.uint8).data)  # no copy
         self._actions.append(np.asarray(actions, np.int32))
         self._signatures.append(signature)
 

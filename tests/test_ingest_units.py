@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 from ingest_fixtures import frame_image, read_index, write_frame_folder, write_sidecar, write_video
 
-from data_ingest.decode import (RawFrame, SourceError, image_frames, resample, scaled_size, target_frames,
+from data_ingest.decode import (RawFrame, SourceError, image_frames, resample, scaled_size, target_chunks,
                                 to_target, video_frames)
 from data_ingest.filters import CUT, clip_signature, load_quality_filter, motion_quality, segment
 from data_ingest.process import aligned_actions, cut_segments, load_sidecar
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import discover
+
+
+def chunks(frames: list[np.ndarray], size: int = 4) -> list[tuple[list[int], np.ndarray]]:
+    """Frames as segment() takes them: (indices, uint8 [K, H, W, 3]), ``size`` at a time."""
+    return [(list(range(i, min(i + size, len(frames)))), np.stack(frames[i:i + size]))
+            for i in range(0, len(frames), size)]
 
 
 def frames_at(times: list[float]) -> list[RawFrame]:
@@ -54,10 +60,11 @@ def test_unshown_frames_are_not_decoded_and_the_clip_frames_stay_the_same(tmp_pa
     assert len(every) == 2 * fps
     assert len(skipping) < len(every) * 0.8 if b_frames else len(skipping) == len(every)
     assert [f.index for f in skipping] == sorted({f.index for f in skipping}) and skipping[-1].index == 2 * fps - 1
-    shown = list(target_frames(every, settings))
-    assert len(shown) == 20
-    for (index, rgb), (index_skipping, rgb_skipping) in zip(shown, target_frames(skipping, settings), strict=True):
-        assert index == index_skipping and np.array_equal(rgb, rgb_skipping)
+    shown = list(target_chunks(every, settings, size=8))
+    assert [len(indices) for indices, _ in shown] == [8, 8, 4]
+    for (indices, rgb), (indices_skipping, rgb_skipping) in zip(shown, target_chunks(skipping, settings, size=8),
+                                                                strict=True):
+        assert indices == indices_skipping and np.array_equal(rgb, rgb_skipping)
 
 
 @pytest.mark.parametrize("policy, expect", [("crop", (114, 64)), ("pad", (64, 36)), ("stretch", (64, 64))])
@@ -86,7 +93,7 @@ def test_segment_drops_blank_and_static_and_cuts_scenes():
     black = [np.zeros((64, 64, 3), np.uint8)] * 2
     stream = moving + still + black + other_scene
     counts = Counter()
-    out = list(segment(enumerate(stream), s, counts))
+    out = list(segment(chunks(stream), s, counts))
     kept = [x[0] for x in out if x is not CUT]
     # The still stretch (12 repeats of frame 5) keeps only its first picture; blanks go; the scene change cuts.
     assert kept == [0, 1, 2, 3, 4, 5, 20, 21, 22]
@@ -96,7 +103,7 @@ def test_segment_drops_blank_and_static_and_cuts_scenes():
     # A short pause (below static_seconds) is kept as it is.
     counts = Counter()
     short = moving + [moving[-1]] * 3 + [frame_image(7, seed=1, size=64)]
-    assert [x[0] for x in segment(enumerate(short), s, counts) if x is not CUT] == list(range(10))
+    assert [x[0] for x in segment(chunks(short), s, counts) if x is not CUT] == list(range(10))
     assert counts["static"] == 0
 
 
@@ -105,7 +112,7 @@ def test_scene_cut_between_different_videos():
     a = [frame_image(i, seed=1, size=64) for i in range(3)]
     b = [frame_image(i, seed=2, size=64) for i in range(3)]
     counts = Counter()
-    out = list(segment(enumerate(a + b), s, counts))
+    out = list(segment(chunks(a + b), s, counts))
     assert counts["scene_cuts"] == 1 and out[3] is CUT
 
 
