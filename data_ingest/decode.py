@@ -1,10 +1,9 @@
 """Streaming frame sources: decode (PyAV) or load (Pillow), resample to the target FPS, resize to the target size.
 
 Every function here yields one frame (or, resized, a chunk of 16) at a time, so a long video is never whole in
-memory. Only the frames that
-survive resampling are converted and resized (by FFmpeg's swscale, straight to the small target size), and frames
-that do not survive are not even decoded where the codec allows it (B-frames that nothing references), which keeps
-ingest close to, or under, the cost of bare decoding.
+memory. Only the frames that survive resampling are converted and resized (by FFmpeg's swscale, straight to the
+small target size), and frames that do not survive are not even decoded where the codec allows it (B-frames that
+nothing references), which keeps ingest close to, or under, the cost of bare decoding.
 """
 
 from __future__ import annotations
