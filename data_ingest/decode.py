@@ -321,17 +321,20 @@ def _bgr_to_rgb(bgr: np.ndarray, out: np.ndarray) -> None:
 
 def target_chunks(frames: Iterable[RawFrame], settings: IngestSettings,
                   size: int = TARGET_CHUNK) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Resample + resize, ``size`` output frames at a time: yields (source indices [K], uint8 [K, H, W, 3]) at
-    the target rate and size, K = ``size`` but for the last chunk.
+    """Resample + resize, up to ``size`` output frames at a time: yields (source indices [K], uint8 [K, H, W, 3])
+    at the target rate and size.
 
     The chunk's source frames are decoded, then all scaled, then (downstream) all tested: each stage's code and
-    data stay in the CPU's caches, where interleaving them frame by frame cost ~20% more at 144p. A source frame
-    repeated by upsampling is resized once.
+    data stay in the CPU's caches, where interleaving them frame by frame cost ~20% more at 144p. Large pictures
+    come in smaller chunks (down to one), so that the decoded frames held stay under ~``_HELD_BYTES``. A source
+    frame repeated by upsampling is resized once.
     """
     reformatter = VideoReformatter()
-    resampled = resample(frames, settings.fps)
+    resampled = iter(resample(frames, settings.fps))
     last_index, last_rgb = -1, None
-    while shown := list(itertools.islice(resampled, size)):
+    for first in resampled:
+        count = max(1, min(size, _HELD_BYTES // _picture_bytes(first.image)))
+        shown = [first, *itertools.islice(resampled, count - 1)]
         out = np.empty((len(shown), settings.height, settings.width, 3), np.uint8)
         for frame, slot in zip(shown, out, strict=True):
             if frame.index == last_index:
@@ -340,6 +343,13 @@ def target_chunks(frames: Iterable[RawFrame], settings: IngestSettings,
                 to_target(frame.image, settings, reformatter, out=slot)
             last_index, last_rgb = frame.index, slot
         yield [frame.index for frame in shown], out
+
+
+_HELD_BYTES = 6 << 20  # decoded pixels a chunk may hold: 16 frames of 360p, 4 of 720p, 1 of 4K
+
+
+def _picture_bytes(image: av.VideoFrame | np.ndarray) -> int:
+    return image.nbytes if isinstance(image, np.ndarray) else sum(plane.buffer_size for plane in image.planes)
 
 
 def file_sha256(paths: Iterable[Path]) -> str:

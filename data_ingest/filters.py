@@ -39,9 +39,10 @@ def blank_flags(frames_KHWC: np.ndarray, settings: IngestSettings) -> np.ndarray
 def colour_histograms(frames_KHWC: np.ndarray) -> np.ndarray:
     """Normalised 16-bin histogram per channel of every frame, float [K, 3, 16]."""
     k = len(frames_KHWC)
-    bins = (frames_KHWC >> 4).astype(np.uint16)  # 16 bits: a quarter of the memory of intp keys, same count
+    keys = np.uint16 if 48 * k <= 1 << 16 else np.uint32  # 16 bits: a quarter of intp's memory traffic
+    bins = (frames_KHWC >> 4).astype(keys)
     bins += _CHANNEL_OFFSETS
-    bins += (48 * np.arange(k, dtype=np.uint16))[:, None, None, None]  # one bincount for every channel and frame
+    bins += (48 * np.arange(k, dtype=keys))[:, None, None, None]  # one bincount for every channel and frame
     counts = np.bincount(bins.ravel(), minlength=48 * k).reshape(k, 3, 16).astype(np.float32)
     return counts / (bins[0].size // 3)
 

@@ -8,7 +8,7 @@ from ingest_fixtures import frame_image, read_index, write_frame_folder, write_s
 
 from data_ingest.decode import (RawFrame, SourceError, image_frames, resample, scaled_size, target_chunks,
                                 to_target, video_frames)
-from data_ingest.filters import CUT, clip_signature, load_quality_filter, motion_quality, segment
+from data_ingest.filters import CUT, clip_signature, colour_histograms, load_quality_filter, motion_quality, segment
 from data_ingest.process import aligned_actions, cut_segments, load_sidecar
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import discover
@@ -67,6 +67,14 @@ def test_unshown_frames_are_not_decoded_and_the_clip_frames_stay_the_same(tmp_pa
         assert indices == indices_skipping and np.array_equal(rgb, rgb_skipping)
 
 
+def test_large_pictures_come_in_smaller_chunks():
+    """A chunk holds its decoded source pictures until they are resized: 4K frames come one at a time."""
+    big = np.zeros((2160, 3840, 3), np.uint8)
+    frames = [RawFrame(i, i / 10, big) for i in range(3)]
+    got = list(target_chunks(frames, IngestSettings()))
+    assert [indices for indices, _ in got] == [[0], [1], [2]] and got[0][1].shape == (1, 64, 64, 3)
+
+
 @pytest.mark.parametrize("policy, expect", [("crop", (114, 64)), ("pad", (64, 36)), ("stretch", (64, 64))])
 def test_resize_policies(policy, expect):
     s = IngestSettings(height=64, width=64, resize=policy)
@@ -115,6 +123,29 @@ def test_scene_cut_between_different_videos():
     out = list(segment(chunks(a + b), s, counts))
     assert counts["scene_cuts"] == 1 and out[3] is CUT
 
+
+
+def test_segment_is_the_same_whatever_the_chunking():
+    """The features of a chunk's first frame compare with the previous chunk's last: chunk size changes nothing."""
+    s = IngestSettings(static_seconds=0.3)
+    moving = [frame_image(i, seed=1, size=32) for i in range(7)]
+    black = np.zeros((32, 32, 3), np.uint8)
+    stream = moving + [moving[-1]] * 5 + [black] + moving[:3] + [frame_image(0, seed=4, size=32)]
+    runs = []
+    for size in (1, 3, 16):
+        counts = Counter()
+        out = [x if x is CUT else (x[0], x[1].tobytes()) for x in segment(chunks(stream, size), s, counts)]
+        runs.append((out, counts))
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][1]["static"] and runs[0][1]["blank"] == 1 and runs[0][1]["scene_cuts"] == 1
+
+
+def test_colour_histograms_count_every_pixel_of_every_frame():
+    frames = np.random.default_rng(0).integers(0, 256, (1400, 4, 4, 3), dtype=np.uint8)  # 48 * 1400 > 2**16 keys
+    got = colour_histograms(frames)
+    for k in (0, 700, 1399):
+        for c in range(3):
+            assert np.array_equal(got[k, c] * 16, np.bincount(frames[k, ..., c].ravel() >> 4, minlength=16))
 
 def test_cut_segments_never_crosses_a_cut_and_counts_frames():
     s = IngestSettings(clip_len=4, stride=2)
