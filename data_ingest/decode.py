@@ -1,7 +1,7 @@
 """Streaming frame sources: decode (PyAV) or load (Pillow), resample to the target FPS, resize to the target size.
 
-Every function here yields one frame (or, resized, a chunk of 16) at a time, so a long video is never whole in
-memory. Only the frames that survive resampling are converted and resized (by FFmpeg's swscale, straight to the
+Every function here yields one frame (or, resized, a chunk of up to 16) at a time, so a long video is never whole
+in memory. Only the frames that survive resampling are converted and resized (by FFmpeg's swscale, straight to the
 small target size), and frames that do not survive are not even decoded where the codec allows it (B-frames that
 nothing references), which keeps ingest close to, or under, the cost of bare decoding.
 """
@@ -325,9 +325,9 @@ def target_chunks(frames: Iterable[RawFrame], settings: IngestSettings,
     at the target rate and size.
 
     The chunk's source frames are decoded, then all scaled, then (downstream) all tested: each stage's code and
-    data stay in the CPU's caches, where interleaving them frame by frame cost ~20% more at 144p. Large pictures
-    come in smaller chunks (down to one), so that the decoded frames held stay under ~``_HELD_BYTES``. A source
-    frame repeated by upsampling is resized once.
+    data stay in the CPU's caches (interleaved frame by frame, the work beyond decoding cost ~20% more at 144p).
+    Large pictures come in smaller chunks (down to one), so that the decoded frames held stay under
+    ~``_HELD_BYTES``. A source frame repeated by upsampling is resized once.
     """
     reformatter = VideoReformatter()
     resampled = iter(resample(frames, settings.fps))
