@@ -90,10 +90,14 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def _run_video(args: argparse.Namespace) -> int:
+    from data_ingest.workers import available_cores, start_pool_server
+
+    workers = args.workers if args.workers is not None else available_cores()
+    if workers > 1:  # the workers' fork server starts while this process imports PyAV, NumPy and the rest
+        start_pool_server()
     from data_ingest.download import DownloadSettings
     from data_ingest.settings import IngestSettings
     from data_ingest.video_ingest import IngestOptions, ingest_video_sources
-    from data_ingest.workers import available_cores
 
     if args.beam_option and not args.beam_runner:
         return _usage("--beam-option needs --beam-runner")
@@ -116,7 +120,6 @@ def _run_video(args: argparse.Namespace) -> int:
             load_quality_filter(settings.quality_filter)
         download = DownloadSettings(max_height=max(settings.height, settings.width), rate_limit=args.rate_limit,
                                     retries=args.download_retries, retry_wait=args.retry_wait)
-        workers = args.workers if args.workers is not None else available_cores()
         options = IngestOptions(settings=settings, download=download, workers=workers,
                                 val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                                 overwrite=args.overwrite, episodes=args.episodes,

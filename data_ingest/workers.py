@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import select
 import threading
@@ -38,6 +39,15 @@ def pool_context() -> BaseContext:
     return context
 
 
+def start_pool_server() -> None:
+    """Starts the fork server of :func:`pool_context` now rather than at the first worker, so that its interpreter
+    start and imports (~0.25 s of wall time) overlap the caller's own start-up. Does nothing where workers are
+    spawned."""
+    if _PIDFDS:
+        pool_context()  # its preload list first: the server imports it as it starts
+        multiprocessing.forkserver.ensure_running()
+
+
 def exit_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
     """Pool initializer: ends this worker once the process that started the pool is gone.
 
@@ -64,4 +74,4 @@ def exit_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-__all__ = ["exit_with_parent", "pool_context"]
+__all__ = ["available_cores", "exit_with_parent", "pool_context", "start_pool_server"]
