@@ -124,7 +124,6 @@ def test_scene_cut_between_different_videos():
     assert counts["scene_cuts"] == 1 and out[3] is CUT
 
 
-
 def test_segment_is_the_same_whatever_the_chunking():
     """The features of a chunk's first frame compare with the previous chunk's last: chunk size changes nothing."""
     s = IngestSettings(static_seconds=0.3)
@@ -146,6 +145,7 @@ def test_colour_histograms_count_every_pixel_of_every_frame():
     for k in (0, 700, 1399):
         for c in range(3):
             assert np.array_equal(got[k, c] * 16, np.bincount(frames[k, ..., c].ravel() >> 4, minlength=16))
+
 
 def test_cut_segments_never_crosses_a_cut_and_counts_frames():
     s = IngestSettings(clip_len=4, stride=2)
