@@ -22,11 +22,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import av
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest_throughput import make_video
+from benchmarks.ingest_throughput import decode_only, make_video
 from data_ingest.clips import ClipShape
 from data_ingest.decode import resample, target_chunks, video_frames
 from data_ingest.filters import clip_signature, motion_quality, segment
@@ -57,14 +55,6 @@ def main() -> None:
         def clips():
             return cut_segments(segment(target_chunks(frames(), settings), settings, Counter()), settings, Counter())
 
-        def bare_decode() -> None:
-            with av.open(str(video)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                stream.codec_context.thread_count = 1
-                for _ in container.decode(stream):
-                    pass
-
         staged = {}
 
         def process() -> None:
@@ -80,7 +70,7 @@ def main() -> None:
                                   shape=ClipShape(*shape[:3]), stride=settings.clip_stride, num_actions=0))
 
         stages: list[tuple[str, Callable[[], object]]] = [
-            ("decode", bare_decode),
+            ("decode", lambda: decode_only(str(video), threads=1)),
             ("resample", lambda: sum(1 for _ in resample(frames(), settings.fps))),
             ("resize", lambda: sum(1 for _ in target_chunks(frames(), settings))),
             ("tests", lambda: sum(1 for _ in segment(target_chunks(frames(), settings), settings, Counter()))),
