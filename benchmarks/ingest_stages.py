@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.ingest_throughput import decode_only, make_video
 from data_ingest.clips import ClipShape
 from data_ingest.decode import resample, target_chunks, video_frames
-from data_ingest.filters import clip_signature, motion_quality, segment
+from data_ingest.filters import clip_signature, motion_score, segment
 from data_ingest.process import cut_segments, process_source
 from data_ingest.settings import IngestSettings
 from data_ingest.shards import ShardTask, write_shard
@@ -74,7 +74,8 @@ def main() -> None:
             ("resample", lambda: sum(1 for _ in resample(frames(), settings.fps))),
             ("resize", lambda: sum(1 for _ in target_chunks(frames(), settings))),
             ("tests", lambda: sum(1 for _ in segment(target_chunks(frames(), settings), settings, Counter()))),
-            ("clips", lambda: sum(1 for clip, *_ in clips() if clip_signature(clip) and motion_quality(clip) >= 0)),
+            ("clips", lambda: sum(1 for clip in clips()
+                                  if clip_signature(clip.frames) and motion_score(clip.changed) >= 0)),
             ("process", process),
             ("build", build),
         ]

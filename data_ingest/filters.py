@@ -10,6 +10,7 @@ import importlib
 import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,16 @@ CUT = None  # marker in a frame stream: the frames before and after it must not 
 QualityFilter = Callable[[np.ndarray], float]  # clip uint8 [T, H, W, 3] -> score in [0, 1]
 _CHANGED_LEVEL = 12  # a pixel "changed" if a channel moved more than this (above codec noise)
 _CHANNEL_OFFSETS = np.array([0, 16, 32], np.uint16)
+_MOVING_PIXELS = 0.002  # motion_quality: a frame pair "moves" if more than this fraction of pixels changed
+
+
+class KeptFrame(NamedTuple):
+    """A frame :func:`segment` keeps: source index, picture uint8 [H, W, 3], and the fraction of pixels changed
+    since the frame before it in the stream (meaningless after a CUT)."""
+
+    index: int
+    rgb: np.ndarray
+    changed: float
 
 
 def blank_flags(frames_KHWC: np.ndarray, settings: IngestSettings) -> np.ndarray:
@@ -66,16 +77,16 @@ def changed_fraction(a_HWC: np.ndarray, b_HWC: np.ndarray) -> float:
 
 
 def segment(chunks: Iterable[tuple[Sequence[int], np.ndarray]], settings: IngestSettings,
-            counts: Counter) -> Iterator[tuple[int, np.ndarray] | None]:
-    """Yields the frames worth keeping, as (index, uint8 [H, W, 3]), with CUT between stretches that must not share
-    a clip. Takes the frames a few at a time, as (indices [K], uint8 [K, H, W, 3]) (see decode.target_chunks).
+            counts: Counter) -> Iterator[KeptFrame | None]:
+    """Yields the frames worth keeping (:class:`KeptFrame`), with CUT between stretches that must not share a clip.
+    Within a stretch, kept frames follow each other in the stream, so their ``changed`` compares clip neighbours. Takes the frames a few at a time, as (indices [K], uint8 [K, H, W, 3]) (see decode.target_chunks).
 
     Blank frames and static stretches (``settings.static_frames`` frames showing the same picture; the first is
     kept) are dropped and counted in ``counts`` ("blank", "static" frames); scene changes (colour histogram jump)
     become cuts ("scene_cuts"). Holds at most
     ``static_frames`` frames back, so memory stays bounded.
     """
-    run: list[tuple[int, np.ndarray]] = []  # frames showing the same picture as run[0], not yet yielded
+    run: list[KeptFrame] = []  # frames showing the same picture as run[0], not yet yielded
     static = False
     after_picture = False  # the previous frame exists and is not blank
     previous = None
@@ -95,14 +106,14 @@ def segment(chunks: Iterable[tuple[Sequence[int], np.ndarray]], settings: Ingest
             yield CUT
         after_picture = True
         # Same picture as the run's first? Outside static stretches that is the previous frame, already compared.
-        same_picture = bool(run) and (changed_from_previous if run[0][1] is previous
-                                      else changed_fraction(run[0][1], rgb)) <= settings.static_pixels
+        same_picture = bool(run) and (changed_from_previous if run[0].rgb is previous
+                                      else changed_fraction(run[0].rgb, rgb)) <= settings.static_pixels
         previous = rgb
         if same_picture:
             if static:
                 counts["static"] += 1
                 continue
-            run.append((index, rgb))
+            run.append(KeptFrame(index, rgb, changed_from_previous))
             if len(run) >= settings.static_frames:
                 static = True
                 yield run[0]
@@ -112,7 +123,7 @@ def segment(chunks: Iterable[tuple[Sequence[int], np.ndarray]], settings: Ingest
             continue
         if not static:
             yield from run
-        run, static = [(index, rgb)], False
+        run, static = [KeptFrame(index, rgb, changed_from_previous)], False
     if not static:
         yield from run
 
@@ -147,9 +158,15 @@ def motion_quality(frames_THWC: np.ndarray) -> float:
     Cheap stand-in for Genie's learned classifier: it drops clips that are mostly frozen (loading screens,
     paused games shorter than the static stretch). Plug in a better one with ``--quality-filter module:function``.
     """
-    if len(frames_THWC) < 2:
+    return motion_score(changed_fractions(frames_THWC[:-1], frames_THWC[1:]))
+
+
+def motion_score(changed_T1: np.ndarray) -> float:
+    """:func:`motion_quality` from the clip's changed-pixel fractions between neighbours (float [T-1]), which
+    :func:`segment` has already measured: ingest scores clips this way, without comparing their frames again."""
+    if len(changed_T1) == 0:
         return 0.0
-    return float(np.mean(changed_fractions(frames_THWC[:-1], frames_THWC[1:]) > 0.002))
+    return float(np.mean(np.asarray(changed_T1) > _MOVING_PIXELS))
 
 
 def load_quality_filter(spec: str) -> QualityFilter:
@@ -194,5 +211,6 @@ def _block_sums(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows.astype(np.float32), np.repeat(columns, 3, axis=1).T.astype(np.float32), block_sizes
 
 
-__all__ = ["CUT", "QualityFilter", "blank_flags", "changed_fraction", "changed_fractions", "clip_signature",
-           "colour_histograms", "histogram_distance", "load_quality_filter", "motion_quality", "segment"]
+__all__ = ["CUT", "KeptFrame", "QualityFilter", "blank_flags", "changed_fraction", "changed_fractions",
+           "clip_signature", "colour_histograms", "histogram_distance", "load_quality_filter", "motion_quality",
+           "motion_score", "segment"]

@@ -8,16 +8,18 @@ It runs in worker processes, so it takes and returns plain picklable values.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from data_ingest.decode import RawFrame, SourceError, file_sha256, image_frames, target_chunks, video_frames
-from data_ingest.filters import CUT, clip_signature, load_quality_filter, segment
+from data_ingest.filters import (CUT, KeptFrame, clip_signature, load_quality_filter, motion_quality, motion_score,
+                                 segment)
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec
 from data_ingest.staging import StageWriter, staged_result
@@ -90,19 +92,22 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
     if spec.sidecar:
         actions_T, meanings = load_sidecar(Path(spec.sidecar))
     quality = load_quality_filter(settings.quality_filter)
+    # The built-in score needs only the changed-pixel fractions segment() has measured: no second look at the frames.
+    scored_by_motion = quality is motion_quality
     counts: Counter = Counter()
     probe = _Probe(raw, counts)
     resampled = _counted(target_chunks(probe, settings), counts, "resampled")
     kept_end: dict[int, int] = {}  # segment -> end of the last kept clip, for counting kept frames once
-    for frames, src_index, seg, start in cut_segments(segment(resampled, settings, counts), settings, counts):
-        if float(quality(frames)) < settings.min_quality:
+    for clip in cut_segments(segment(resampled, settings, counts), settings, counts):
+        score = motion_score(clip.changed) if scored_by_motion else quality(clip.frames)
+        if float(score) < settings.min_quality:
             counts["low_quality_clips"] += 1
             continue
-        actions = aligned_actions(actions_T, src_index, spec.sidecar)
-        writer.add(frames, actions, clip_signature(frames))
-        end = start + settings.clip_len
-        counts["kept"] += end - max(start, kept_end.get(seg, 0))
-        kept_end[seg] = end
+        actions = aligned_actions(actions_T, clip.indices, spec.sidecar)
+        writer.add(clip.frames, actions, clip_signature(clip.frames))
+        end = clip.start + settings.clip_len
+        counts["kept"] += end - max(clip.start, kept_end.get(clip.segment, 0))
+        kept_end[clip.segment] = end
     decoded = counts["decoded"]
     if spec.sidecar and len(actions_T) != max(decoded - 1, 0):  # (a game's episode may end before its actions)
         raise SourceError(f"sidecar {Path(spec.sidecar).name} has {len(actions_T)} "
@@ -156,10 +161,17 @@ def _counted(chunks: Iterable[tuple[list[int], np.ndarray]], counts: Counter,
         yield chunk
 
 
-def cut_segments(stream: Iterable[tuple[int, np.ndarray] | None], settings: IngestSettings,
-                 counts: Counter) -> Iterator[tuple[np.ndarray, list[int], int, int]]:
-    """Cuts a frame stream with CUTs into clips: yields (frames uint8 [T, H, W, 3], source indices [T], segment,
-    start within the segment). Never crosses a CUT; holds only the last clip_len frames."""
+class Clip(NamedTuple):
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    indices: list[int]  # [T] source frame indices
+    segment: int  # which stretch between CUTs of the source
+    start: int  # first frame's place within the segment
+    changed: np.ndarray  # float [T-1]: fraction of pixels changed between neighbouring frames
+
+
+def cut_segments(stream: Iterable[KeptFrame | None], settings: IngestSettings, counts: Counter) -> Iterator[Clip]:
+    """Cuts a frame stream with CUTs (segment()'s output) into clips. Never crosses a CUT; holds only the last
+    clip_len frames."""
     clip_len, stride = settings.clip_len, settings.clip_stride
     window: deque = deque(maxlen=clip_len)
     seg = pos = 0
@@ -177,7 +189,8 @@ def cut_segments(stream: Iterable[tuple[int, np.ndarray] | None], settings: Inge
         window.append(item)
         pos += 1
         if pos >= clip_len and (pos - clip_len) % stride == 0:
-            yield np.stack([f for _, f in window]), [i for i, _ in window], seg, pos - clip_len
+            yield Clip(np.stack([f.rgb for f in window]), [f.index for f in window], seg, pos - clip_len,
+                       np.array([f.changed for f in itertools.islice(window, 1, None)]))
     close()
 
 
@@ -214,4 +227,4 @@ def load_sidecar(path: Path) -> tuple[np.ndarray, list[str]]:
     return actions.astype(np.int32), meanings
 
 
-__all__ = ["aligned_actions", "content_hash", "cut_segments", "load_sidecar", "process_source", "source_key"]
+__all__ = ["Clip", "aligned_actions", "content_hash", "cut_segments", "load_sidecar", "process_source", "source_key"]

@@ -8,7 +8,8 @@ from ingest_fixtures import frame_image, read_index, write_frame_folder, write_s
 
 from data_ingest.decode import (RawFrame, SourceError, image_frames, resample, scaled_size, target_chunks,
                                 to_target, video_frames)
-from data_ingest.filters import CUT, clip_signature, colour_histograms, load_quality_filter, motion_quality, segment
+from data_ingest.filters import (CUT, KeptFrame, clip_signature, colour_histograms, load_quality_filter, motion_quality,
+                                 motion_score, segment)
 from data_ingest.process import aligned_actions, cut_segments, load_sidecar
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import discover
@@ -150,11 +151,12 @@ def test_colour_histograms_count_every_pixel_of_every_frame():
 def test_cut_segments_never_crosses_a_cut_and_counts_frames():
     s = IngestSettings(clip_len=4, stride=2)
     frame = np.zeros((2, 2, 3), np.uint8)
-    stream = [(i, frame) for i in range(7)] + [CUT] + [(i, frame) for i in range(10, 13)] + [CUT, CUT]
+    stream = [KeptFrame(i, frame, i / 10) for i in range(7)] + [CUT] + [KeptFrame(i, frame, 0) for i in range(10, 13)]
     counts = Counter()
-    clips = list(cut_segments(stream, s, counts))
-    assert [idx for _, idx, _, _ in clips] == [[0, 1, 2, 3], [2, 3, 4, 5]]
-    assert [(seg, start) for _, _, seg, start in clips] == [(0, 0), (0, 2)]
+    clips = list(cut_segments(stream + [CUT, CUT], s, counts))
+    assert [clip.indices for clip in clips] == [[0, 1, 2, 3], [2, 3, 4, 5]]
+    assert [(clip.segment, clip.start) for clip in clips] == [(0, 0), (0, 2)]
+    assert [clip.changed.tolist() for clip in clips] == [[0.1, 0.2, 0.3], [0.3, 0.4, 0.5]]  # between neighbours
     assert counts["long_segment"] == 7 and counts["short_segment"] == 3
 
 
@@ -191,6 +193,18 @@ def test_quality_filter_hook():
     for bad in ("nocolon", "no_such_module_xyz:f", "data_ingest.filters:nope"):
         with pytest.raises(ValueError, match="--quality-filter"):
             load_quality_filter(bad)
+
+
+def test_clip_scores_from_segment_features_equal_motion_quality():
+    """Ingest scores clips from the changed fractions segment() measured: the same as scoring their frames."""
+    s = IngestSettings(clip_len=4, static_seconds=0.5)
+    moving = [frame_image(i, seed=1, size=32) for i in range(9)]
+    pauses = moving[:3] + [moving[2]] * 2 + moving[3:6] + [moving[5]] * 8 + moving[6:] + [moving[8]] * 3
+    stream = pauses + [np.zeros((32, 32, 3), np.uint8)] + [frame_image(i, seed=5, size=32) for i in range(6)]
+    clips = list(cut_segments(segment(chunks(stream, 3), s, Counter()), s, Counter()))
+    scores = [motion_score(clip.changed) for clip in clips]
+    assert scores == [motion_quality(clip.frames) for clip in clips]
+    assert len(clips) == 4 and 0 < min(scores) < 1 == max(scores)  # clips with a pause in them among them
 
 
 def test_clip_signature_is_robust_to_noise_but_not_to_content():
