@@ -4,9 +4,10 @@ video (one decoder thread) and shows what the stage adds per kept frame, against
 Rows are cumulative: "resample" decodes the frames that resampling shows (skipping, where the codec allows, those
 it does not: it can cost less than "decode"), "resize" adds resizing, and so on; "process" is the whole per-source
 work (hashing the file and staging the clips included), "build" the dataset records of its clips (record encoding,
-zstd, digests) timed on their own and added to "process". Stages run interleaved, --repeats times, and each row
-shows its fastest run: on a shared machine the minimum is the least disturbed estimate of a CPU-bound cost (still
-noisy: a row can come out a few us below the one before it).
+zstd, digests) timed on their own and added to "process". The last row, "floor", is not cumulative: the least any
+ingest into these records pays (decode, resize, compress; no tests, staging or digests). Stages run interleaved,
+--repeats times, and each row shows its fastest run: on a shared machine the minimum is the least disturbed
+estimate of a CPU-bound cost (still noisy: a row can come out a few us below the one before it).
 
     python benchmarks/ingest_stages.py [--frames 3600] [--width 256] [--height 144] [--repeats 10]
 """
@@ -22,6 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from array_record.python.array_record_module import ArrayRecordWriter
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ingest_throughput import decode_only, make_video
@@ -30,7 +33,7 @@ from data_ingest.decode import resample, target_chunks, video_frames
 from data_ingest.filters import clip_signature, motion_score, segment
 from data_ingest.process import cut_segments, process_source
 from data_ingest.settings import IngestSettings
-from data_ingest.shards import ShardTask, write_shard
+from data_ingest.shards import ARRAY_RECORD_OPTIONS, ShardTask, write_shard
 from data_ingest.sources import discover
 from data_ingest.staging import StagedClips, staged_arrays
 
@@ -69,6 +72,14 @@ def main() -> None:
             write_shard(ShardTask(path=str(tmp / "shard.array_record"), sources=((0, source),),
                                   shape=ClipShape(*shape[:3]), stride=settings.clip_stride, num_actions=0))
 
+        def floor() -> None:
+            """The least any ingest into these records pays: the kept frames resized, each 16 of them compressed as
+            one record (no tests, staging, digests or record encoding)."""
+            writer = ArrayRecordWriter(str(tmp / "floor.array_record"), ARRAY_RECORD_OPTIONS)
+            for _, chunk in target_chunks(frames(), settings):
+                writer.write(chunk.tobytes())
+            writer.close()
+
         stages: list[tuple[str, Callable[[], object]]] = [
             ("decode", lambda: decode_only(str(video), threads=1)),
             ("resample", lambda: sum(1 for _ in resample(frames(), settings.fps))),
@@ -78,6 +89,7 @@ def main() -> None:
                                   if clip_signature(clip.frames) and motion_score(clip.changed) >= 0)),
             ("process", process),
             ("build", build),
+            ("floor", floor),
         ]
         best = {name: float("inf") for name, _ in stages}
         for _ in range(args.repeats):
@@ -92,12 +104,14 @@ def main() -> None:
         print("| stage | CPU ms | added per kept frame | vs decode |")  # decode's row: all of it
         print("| --- | --- | --- | --- |")
         decode, previous = best["decode"], 0.0
-        for name, _ in stages:
+        for name, _ in stages[:-1]:
             total = best[name] + (best["process"] if name == "build" else 0.0)
             added = best[name] if name == "build" else total - previous
             print(f"| {name + (' (+ process)' if name == 'build' else '')} | {1000 * total:.0f} | "
                   f"{1e6 * added / kept:.0f} us | {total / decode:.2f}x |")
             previous = total
+        print(f"| floor: resize + zstd only | {1000 * best['floor']:.0f} | "
+              f"{1e6 * (best['floor'] - decode) / kept:.0f} us | {best['floor'] / decode:.2f}x |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
