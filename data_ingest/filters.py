@@ -79,12 +79,12 @@ def changed_fraction(a_HWC: np.ndarray, b_HWC: np.ndarray) -> float:
 def segment(chunks: Iterable[tuple[Sequence[int], np.ndarray]], settings: IngestSettings,
             counts: Counter) -> Iterator[KeptFrame | None]:
     """Yields the frames worth keeping (:class:`KeptFrame`), with CUT between stretches that must not share a clip.
-    Within a stretch, kept frames follow each other in the stream, so their ``changed`` compares clip neighbours. Takes the frames a few at a time, as (indices [K], uint8 [K, H, W, 3]) (see decode.target_chunks).
+    Within a stretch, kept frames follow each other in the stream, so their ``changed`` compares clip neighbours.
+    Takes the frames a few at a time, as (indices [K], uint8 [K, H, W, 3]) (see decode.target_chunks).
 
     Blank frames and static stretches (``settings.static_frames`` frames showing the same picture; the first is
     kept) are dropped and counted in ``counts`` ("blank", "static" frames); scene changes (colour histogram jump)
-    become cuts ("scene_cuts"). Holds at most
-    ``static_frames`` frames back, so memory stays bounded.
+    become cuts ("scene_cuts"). Holds at most ``static_frames`` frames back, so memory stays bounded.
     """
     run: list[KeptFrame] = []  # frames showing the same picture as run[0], not yet yielded
     static = False
