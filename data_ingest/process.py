@@ -162,6 +162,8 @@ def _counted(chunks: Iterable[tuple[list[int], np.ndarray]], counts: Counter,
 
 
 class Clip(NamedTuple):
+    """One clip :func:`cut_segments` cuts, with what the filters measured on its frames."""
+
     frames: np.ndarray  # uint8 [T, H, W, 3]
     indices: list[int]  # [T] source frame indices
     segment: int  # which stretch between CUTs of the source
