@@ -104,7 +104,7 @@ def main() -> None:
         print("| stage | CPU ms | added per kept frame | vs decode |")  # decode's row: all of it
         print("| --- | --- | --- | --- |")
         decode, previous = best["decode"], 0.0
-        for name, _ in stages[:-1]:
+        for name in (name for name, _ in stages if name != "floor"):  # the cumulative rows; floor stands alone
             total = best[name] + (best["process"] if name == "build" else 0.0)
             added = best[name] if name == "build" else total - previous
             print(f"| {name + (' (+ process)' if name == 'build' else '')} | {1000 * total:.0f} | "
