@@ -37,7 +37,8 @@ class SourceError(Exception):
 
 
 class RawFrame(NamedTuple):
-    """A decoded frame: its index in the source, its time in seconds from the first frame, the picture.
+    """A decoded frame: its index in the source, its time in seconds from the first frame, the picture, and the
+    width its pixels are shown at (non-square pixels: DVD and HDV video, some capture cards).
 
     Times are floats: exact Fractions cost ~0.2 ms per kept frame, a fifth of decoding's, and the 1 ms slack of
     resampling dwarfs float rounding. A named tuple, not a frozen dataclass: made for every source frame, it is
@@ -46,6 +47,7 @@ class RawFrame(NamedTuple):
     index: int
     time: float
     image: av.VideoFrame | np.ndarray  # ndarray: uint8 [H, W, 3]
+    pixel_aspect: float = 1.0  # displayed width / stored width of a pixel
 
 
 def check_resolution(width: int, height: int, settings: IngestSettings) -> None:
@@ -67,12 +69,16 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0, *,
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"cannot open as video: {_av_message(exc)}") from None
     with container:
-        if not container.streams.video:
-            raise SourceError("no video stream in the file")
-        stream = container.streams.video[0]
+        # A cover picture (an audio file's artwork) is a video stream of one image: not the video.
+        moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not moving:
+            raise SourceError("no video stream in the file" + (" (only a cover picture)" if container.streams.video
+                                                               else ""))
+        stream = moving[0]
         if stream.codec_context is None:
             raise SourceError("unsupported codec: FFmpeg has no decoder for this video stream")
         check_resolution(stream.codec_context.width, stream.codec_context.height, settings)
+        pixel_aspect = _pixel_aspect(stream)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         period = 1 / float(stream.average_rate or stream.guessed_rate or settings.fps)
@@ -90,7 +96,7 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0, *,
                 if last is not None and t <= last:  # broken timestamps: keep time moving forward
                     t = last + period
                 last = t
-                yield RawFrame(index, t, frame)
+                yield RawFrame(index, t, frame, pixel_aspect)
                 index += 1
         except av.FFmpegError as exc:
             raise SourceError(f"decode error after {index} frames: {_av_message(exc)}") from None
@@ -98,8 +104,11 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0, *,
             raise SourceError("no decodable video frames (empty, truncated or unsupported codec)")
         declared_end = _declared_end(container, stream)
         decoded_end = start + last + period
-        # A cut-off download decodes cleanly up to the cut; only the length its header declares gives it away.
-        if declared_end is not None and declared_end - decoded_end > max(1.0, 0.1 * declared_end):
+        # A cut-off download decodes cleanly up to the cut; only the length its header declares gives it away. The
+        # video may also just end before the sound: the file is cut only if nothing at all is stored near its end.
+        margin = max(1.0, 0.1 * (declared_end or 0))
+        if (declared_end is not None and declared_end - decoded_end > margin
+                and _data_end(container, declared_end - margin) < declared_end - margin):
             raise SourceError(f"truncated: frames end at {decoded_end:.1f} s but the container declares "
                               f"{declared_end:.1f} s (an interrupted download or copy: fetch it again)")
 
@@ -200,11 +209,46 @@ def _shown(t: float, t_next: float, fps: float) -> bool:
 
 def _declared_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
     """Where the file says its video ends, in seconds from the container's zero, or None if it does not say."""
+    if container.format.name.startswith("matroska"):
+        # Matroska (and WebM) store no duration per track: FFmpeg copies the segment's into the stream, and the
+        # segment's runs from the timeline's zero (not from the first frame) to the end of its longest track.
+        # Muxers write each track's own end as a DURATION tag.
+        tagged = _tag_seconds(stream.metadata.get("DURATION", ""))
+        if tagged is not None:
+            return tagged
+        return container.duration / av.time_base if container.duration else None
     if stream.duration and stream.time_base:
         return float((stream.start_time or 0) * stream.time_base + stream.duration * stream.time_base)
     if container.duration:
         return ((container.start_time or 0) + container.duration) / av.time_base
     return None
+
+
+def _tag_seconds(text: str) -> float | None:
+    """A Matroska DURATION tag ("HH:MM:SS.nnnnnnnnn") in seconds, None if it is not one."""
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d*)?)", text.strip())
+    return None if match is None else int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
+
+
+def _data_end(container: av.container.InputContainer, after: float) -> float:
+    """The end, in seconds, of the last packet (of any stream) the file holds from ``after`` seconds on; -inf if
+    none, or if the file cannot be read there."""
+    end = -math.inf
+    try:
+        container.seek(int(after * av.time_base), backward=True, any_frame=True)
+        for packet in container.demux():
+            if packet.pts is not None and packet.time_base:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except (av.FFmpegError, OSError):
+        pass
+    return end
+
+
+def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:
+    """How much wider than tall a stored pixel is shown: the container's sample aspect ratio, else the codec's;
+    1 when neither says, or says something absurd."""
+    ratio = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(ratio) if ratio and 0.1 <= ratio <= 10 else 1.0
 
 
 def numbered_images(paths: Iterable[Path]) -> list[Path]:
@@ -221,7 +265,7 @@ def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[Ra
     """Loads a folder's numbered images as one video at ``settings.image_fps``. Raises SourceError on the first
     unreadable, absurd or differently sized image (a gap or resize mid-sequence would corrupt the video)."""
     # Imported here, not at the top: ingests of videos alone skip it (~65 ms a run).
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     period = 1 / settings.image_fps
     size = None
@@ -229,7 +273,7 @@ def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[Ra
         try:
             with Image.open(path) as img:
                 check_resolution(*img.size, settings)
-                rgb = np.asarray(img.convert("RGB"))
+                rgb = _image_rgb(ImageOps.exif_transpose(img))  # a camera's turned picture, turned upright
         except SourceError as exc:
             raise SourceError(f"{path.name}: {exc}") from None
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -240,6 +284,15 @@ def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[Ra
                               f"{size[1]}x{size[0]}: a frame folder must hold one video")
         size = rgb.shape
         yield RawFrame(index, index * period, rgb)
+
+
+def _image_rgb(img) -> np.ndarray:
+    """A Pillow image as uint8 [H, W, 3] RGB. 16-bit grey (mode I;16 or I) is scaled to 8 bits: Pillow's own
+    conversion would clip it at 255, turning every grey but black white."""
+    if img.mode.startswith("I"):
+        grey = np.asarray(img).astype(np.int64).clip(0, 65535)
+        return np.repeat(((grey * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
 
 
 def resample(frames: Iterable[RawFrame], fps: float) -> Iterator[RawFrame]:
@@ -253,16 +306,16 @@ def resample(frames: Iterable[RawFrame], fps: float) -> Iterator[RawFrame]:
     prev: RawFrame | None = None
     for frame in frames:
         while prev is not None and k / fps + _TIME_SLACK < frame.time:
-            yield RawFrame(prev.index, k / fps, prev.image)
+            yield RawFrame(prev.index, k / fps, prev.image, prev.pixel_aspect)
             k += 1
         prev = frame
     while prev is not None and k / fps <= prev.time + _TIME_SLACK:
-        yield RawFrame(prev.index, k / fps, prev.image)
+        yield RawFrame(prev.index, k / fps, prev.image, prev.pixel_aspect)
         k += 1
 
 
-def scaled_size(src_w: int, src_h: int, settings: IngestSettings) -> tuple[int, int]:
-    """Size to scale a (src_w x src_h) picture to before cropping (crop) or padding (pad) to the target."""
+def scaled_size(src_w: float, src_h: float, settings: IngestSettings) -> tuple[int, int]:
+    """Size to scale a picture shown at (src_w x src_h) to before cropping (crop) or padding (pad) to the target."""
     out_w, out_h = settings.width, settings.height
     if settings.resize == "stretch":
         return out_w, out_h
@@ -274,8 +327,11 @@ def scaled_size(src_w: int, src_h: int, settings: IngestSettings) -> tuple[int, 
 
 
 def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
-              reformatter: VideoReformatter | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """Resizes one picture to uint8 [height, width, 3] RGB with the settings' policy (crop/pad/stretch).
+              reformatter: VideoReformatter | None = None, out: np.ndarray | None = None,
+              pixel_aspect: float = 1.0) -> np.ndarray:
+    """Resizes one picture, as it is meant to be shown, to uint8 [height, width, 3] RGB with the settings' policy
+    (crop/pad/stretch): turned by the frame's display rotation (phones store portrait video as landscape plus
+    a rotation), its pixels ``pixel_aspect`` times as wide as they are tall.
 
     Pass the same ``reformatter`` for every frame of a video: it keeps FFmpeg's scaler set up between frames
     (a fresh one per frame costs ~5x more than the scaling itself). ``out``: where to write the picture (a
@@ -283,15 +339,22 @@ def to_target(image: av.VideoFrame | np.ndarray, settings: IngestSettings,
     """
     if isinstance(image, np.ndarray):
         image = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    w, h = scaled_size(image.width, image.height, settings)
+    turns = round(image.rotation / 90) % 4  # counterclockwise quarter turns from stored to shown
+    shown_w, shown_h = image.width * pixel_aspect, image.height
+    if turns % 2:
+        shown_w, shown_h = shown_h, shown_w
+    w, h = scaled_size(shown_w, shown_h, settings)
     reformatter = reformatter or VideoReformatter()
     # AREA averages source pixels: the right filter for large downscales (bilinear would alias).
     # BGR, not RGB: swscale has a SIMD path to bgr24 only (YUV 360p -> 64x64: 0.12 ms a frame against 0.21, with
     # colours within 4 levels of the RGB path's); the channels are swapped below, in the copy made anyway.
     # One scaler thread: more save no CPU time (at 360p the hand-off costs about what it saves) and compete with
     # the decoder's threads.
-    scaled = reformatter.reformat(image, width=w, height=h, format="bgr24", interpolation="AREA", threads=1)
+    scaled = reformatter.reformat(image, width=h if turns % 2 else w, height=w if turns % 2 else h,
+                                  format="bgr24", interpolation="AREA", threads=1)
     bgr = _packed_pixels(scaled)
+    if turns:
+        bgr = np.rot90(bgr, turns)  # a view: the copy below turns it
     out_h, out_w = settings.height, settings.width
     if out is None:
         out = np.empty((out_h, out_w, 3), np.uint8)
@@ -340,7 +403,7 @@ def target_chunks(frames: Iterable[RawFrame], settings: IngestSettings,
             if frame.index == last_index:
                 slot[...] = last_rgb
             else:
-                to_target(frame.image, settings, reformatter, out=slot)
+                to_target(frame.image, settings, reformatter, out=slot, pixel_aspect=frame.pixel_aspect)
             last_index, last_rgb = frame.index, slot
         yield [frame.index for frame in shown], out
 

@@ -170,12 +170,18 @@ def motion_quality(frames_THWC: np.ndarray) -> float:
     return motion_score(changed_fractions(frames_THWC[:-1], frames_THWC[1:]))
 
 
-def motion_score(changed_T1: np.ndarray) -> float:
+def motion_score(changed_T1: np.ndarray, indices_T: Sequence[int] | None = None) -> float:
     """:func:`motion_quality` from the clip's changed-pixel fractions between neighbours (float [T-1]), which
-    :func:`segment` has already measured: ingest scores clips this way, without comparing their frames again."""
-    if len(changed_T1) == 0:
+    :func:`segment` has already measured: ingest scores clips this way, without comparing their frames again.
+
+    With the clip's source frame indices, a pair showing the same source frame twice (a source slower than the
+    target rate, repeated by resampling) is left out: it says nothing about whether the game moved."""
+    changed = np.asarray(changed_T1)
+    if indices_T is not None:
+        changed = changed[np.diff(np.asarray(indices_T)) != 0]
+    if len(changed) == 0:
         return 0.0
-    return float(np.mean(np.asarray(changed_T1) > _MOVING_PIXELS))
+    return float(np.mean(changed > _MOVING_PIXELS))
 
 
 def load_quality_filter(spec: str) -> QualityFilter:

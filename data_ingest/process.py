@@ -18,13 +18,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from data_ingest.decode import RawFrame, SourceError, file_sha256, image_frames, target_chunks, video_frames
-from data_ingest.filters import (CUT, KeptFrame, clip_signature, load_quality_filter, motion_quality, motion_score,
-                                 segment)
+from data_ingest.filters import (CUT, KeptFrame, QualityFilter, clip_signature, load_quality_filter, motion_quality,
+                                 motion_score, segment)
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec
 from data_ingest.staging import StageWriter, staged_result
 
-RESULT_VERSION = 2  # 2: RGB through swscale's BGR path (colours differ by up to 4 levels)
+RESULT_VERSION = 3  # 2: RGB through swscale's BGR path (colours differ by up to 4 levels); 3: display rotation,
+# non-square pixels, EXIF orientation, 16-bit grey images, slow sources' repeated frames left out of the score
 GAME_KINDS = ("atari", "procgen")  # sources that are played, not read: their settings are their content
 
 
@@ -99,8 +100,8 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
     resampled = _counted(target_chunks(probe, settings), counts, "resampled")
     kept_end: dict[int, int] = {}  # segment -> end of the last kept clip, for counting kept frames once
     for clip in cut_segments(segment(resampled, settings, counts), settings, counts):
-        score = motion_score(clip.changed) if scored_by_motion else quality(clip.frames)
-        if float(score) < settings.min_quality:
+        score = motion_score(clip.changed, clip.indices) if scored_by_motion else _user_score(quality, clip, settings)
+        if score < settings.min_quality:
             counts["low_quality_clips"] += 1
             continue
         actions = aligned_actions(actions_T, clip.indices, spec.sidecar)
@@ -130,8 +131,24 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
         record["clips"]["staged"] = 0
         writer.discard_clips()
     elif writer.num_clips == 0:
-        record.update(status="dropped", reason="no clip left after filtering (blank, static, scene cuts, quality)")
+        reason = "no clip left after filtering (blank, static, scene cuts, quality)"
+        source_fps = (decoded - 1) / probe.last_time if probe.last_time else 0.0
+        if 0 < source_fps * settings.static_seconds <= 1 + 1e-6:  # each picture held as long as a static stretch
+            reason += (f"; at {source_fps:.2g} frames a second each picture is held {settings.static_seconds:g} s "
+                       "or longer, which the static test (--static-seconds) reads as frozen")
+        record.update(status="dropped", reason=reason)
     return record
+
+
+def _user_score(quality: QualityFilter, clip: Clip, settings: IngestSettings) -> float:
+    """A --quality-filter's score of ``clip``; SourceError naming the filter if it fails or scores outside [0, 1]."""
+    try:
+        score = float(quality(clip.frames))
+    except Exception as exc:  # noqa: BLE001 (the user's code: any error is reported with the source)
+        raise SourceError(f"--quality-filter {settings.quality_filter} failed: {type(exc).__name__}: {exc}") from None
+    if not 0 <= score <= 1:
+        raise SourceError(f"--quality-filter {settings.quality_filter} scored a clip {score}, not in [0, 1]")
+    return score
 
 
 class _Probe:
