@@ -23,7 +23,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="dataset directory; rerun the same command to resume an interrupted ingest")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing dataset (and redo every source of an earlier ingest)")
+                        help="replace an existing dataset (and redo every source of an earlier ingest); needed "
+                             "to rerun with other processing settings")
     out = parser.add_argument_group("clips and splits")
     out.add_argument("--size", type=int, default=64, help="square frame side in pixels (default 64)")
     out.add_argument("--height", type=int, help="frame height for video (default --size), e.g. 90")
@@ -31,7 +32,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--clip-len", type=int, default=16, help="frames per clip (default 16)")
     out.add_argument("--stride", type=int, default=None, help="frames between clip starts (default clip-len)")
     out.add_argument("--val-fraction", type=float, default=0.1,
-                     help="fraction of sources (episodes/videos) held out for validation (default 0.1)")
+                     help="fraction of sources (episodes/videos) held out for validation (default 0.1); a video "
+                          "or game episode's split follows from a hash of its content, so adding sources moves none")
     out.add_argument("--test-fraction", type=float, default=0.0,
                      help="fraction of sources held out for test (video only; default 0)")
     out.add_argument("--seed", type=int, default=0, help="seed for levels, policies and the split (default 0)")

@@ -69,8 +69,7 @@ def assign_splits(num_sources: int, *, val_fraction: float, seed: int,
     Deterministic in (num_sources, fractions, seed). A non-zero fraction always gets at least one source, and
     train always keeps at least one.
     """
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction} test={test_fraction}")
+    check_split_options(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     held = [(name, frac) for name, frac in (("validation", val_fraction), ("test", test_fraction)) if frac > 0]
     sizes = {name: max(1, int(round(frac * num_sources))) for name, frac in held}
     if num_sources - sum(sizes.values()) < 1:
@@ -84,6 +83,45 @@ def assign_splits(num_sources: int, *, val_fraction: float, seed: int,
         start += size
     splits["train"] = sorted(order[start:])
     return {"train": splits.pop("train"), **splits}
+
+
+def stable_splits(keys: Sequence[str], *, val_fraction: float, seed: int,
+                  test_fraction: float = 0.0) -> dict[str, list[int]]:
+    """Assigns whole sources to splits by their keys (content hashes): {"train": [...], "validation": [...]
+    (, "test": [...])}, sorted ids.
+
+    Each source draws a number in [0, 1) from a hash of (seed, its key): validation below ``val_fraction``, test
+    below ``val_fraction + test_fraction``, train above. A source's split so never depends on the others: add
+    sources and rebuild, and none of the old ones moves to another split (a model trained on the old train split
+    is never validated on its own training videos). The sizes follow the fractions on average, not exactly. A
+    held-out split with a non-zero fraction that no draw falls into takes the train source with the lowest draw,
+    and train keeps at least one source: those two rules can move a source, but only in datasets of a few sources.
+    """
+    check_split_options(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    draws = [int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "big") / 2 ** 64 for key in keys]
+    bounds = (("validation", val_fraction), ("test", val_fraction + test_fraction))
+    split_of = [next((name for name, bound in bounds if draw < bound), "train") for draw in draws]
+    if "train" not in split_of and split_of:
+        split_of[max(range(len(draws)), key=draws.__getitem__)] = "train"
+    for name, fraction in (("validation", val_fraction), ("test", test_fraction)):
+        train = [i for i, split in enumerate(split_of) if split == "train"]
+        if fraction > 0 and name not in split_of:
+            if len(train) < 2:
+                raise ValueError(f"{len(keys)} source(s) cannot fill train and {name}: each split needs a whole "
+                                 "source (episode/video) of its own; add sources or lower the fractions")
+            split_of[min(train, key=draws.__getitem__)] = name
+    names = ["train"] + [name for name, fraction in (("validation", val_fraction), ("test", test_fraction))
+                         if fraction > 0]
+    return {name: [i for i, split in enumerate(split_of) if split == name] for name in names}
+
+
+def check_split_options(*, val_fraction: float, test_fraction: float, seed: int) -> None:
+    """ValueError naming the option unless the fractions are in [0, 1) summing below 1 and the seed is >= 0."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"--val-fraction and --test-fraction must be in [0, 1) and sum below 1, got "
+                         f"{val_fraction} and {test_fraction}")
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
 
 
 def source_examples(source: ClipSource, source_id: int, config: ClipShape, *, stride: int,
@@ -138,5 +176,5 @@ def fingerprint_of(clip_digests: Mapping[str, Sequence[str]]) -> str:
     return fingerprint.hexdigest()
 
 
-__all__ = ["MANIFEST_NAME", "ClipShape", "ClipSource", "assign_splits", "clip_digest", "cut_clips", "fingerprint_of",
-           "source_examples"]
+__all__ = ["MANIFEST_NAME", "ClipShape", "ClipSource", "assign_splits", "check_split_options", "clip_digest",
+           "cut_clips", "fingerprint_of", "source_examples", "stable_splits"]

@@ -66,7 +66,9 @@ def summary_text(manifest: dict[str, Any], out_dir: str) -> str:
         if bad:
             lines.append(f"{status}:")
             lines.extend(f"  {r['name']}: {r['reason']}" for r in bad)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    # A file name that is not UTF-8 (its bytes kept as surrogates) is shown escaped: the text must encode.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 __all__ = ["FRAME_DROP_REASONS", "MANIFEST_FORMAT", "ingest_manifest", "summary_text", "totals"]

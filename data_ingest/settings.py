@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 
 RESIZE_POLICIES = ("crop", "pad", "stretch")
 
@@ -37,13 +38,17 @@ class IngestSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.height >= 8 and self.width >= 8, f"--height/--width must be >= 8, got {self.height}x{self.width}"),
-            (self.fps > 0 and self.image_fps > 0, f"--fps, --image-fps must be > 0, got {self.fps}, {self.image_fps}"),
+            (0 < self.fps < math.inf and 0 < self.image_fps < math.inf,
+             f"--fps, --image-fps must be > 0 and finite, got {self.fps}, {self.image_fps}"),
             (self.resize in RESIZE_POLICIES, f"--resize must be crop, pad or stretch, got {self.resize!r}"),
             (self.clip_len >= 2, f"--clip-len must be >= 2, got {self.clip_len}"),
             (self.stride is None or self.stride >= 1, f"--stride must be >= 1, got {self.stride}"),
-            (self.min_seconds is None or self.min_seconds >= 0, f"--min-seconds must be >= 0, got {self.min_seconds}"),
+            (self.min_seconds is None or 0 <= self.min_seconds < math.inf,
+             f"--min-seconds must be >= 0 and finite, got {self.min_seconds}"),
             (0 < self.scene_threshold <= 1, f"--scene-threshold must be in (0, 1], got {self.scene_threshold}"),
-            (self.static_seconds > 0, f"--static-seconds must be > 0, got {self.static_seconds}"),
+            (0 < self.static_seconds < math.inf, f"--static-seconds must be > 0 and finite, got {self.static_seconds}"),
+            (self.blank_std >= 0, f"--blank-std must be >= 0, got {self.blank_std}"),
+            (0 <= self.min_quality <= 1, f"--min-quality must be in [0, 1], got {self.min_quality}"),
             (self.max_side >= 64, f"--max-side must be >= 64, got {self.max_side}"),
         ]
         for ok, message in checks:

@@ -100,11 +100,11 @@ def _add_path(arg: str, out_dir: Path, found: Discovery, seen: set[Path]) -> Non
             exts = ", ".join(sorted(VIDEO_EXTENSIONS))
             found.problems.append((arg, f"not a video file ({exts}); frame images must be in a folder"))
         return
-    for dirpath, dirnames, filenames in os.walk(path):
+    walked = {path.resolve()}  # folders entered, so that a symlink loop is walked once
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):  # a linked folder is searched too
         here = Path(dirpath)
         # Sorted and hidden-free, so discovery (hence the dataset) is the same on every filesystem.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _inside((here / d).resolve(),
-                                                                                            out_dir))
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and _enter(here / d, out_dir, walked)]
         files = [here / f for f in sorted(filenames) if not f.startswith(".")]
         frames = numbered_images(files)
         if frames:
@@ -127,6 +127,15 @@ def _add_video(path: Path, found: Discovery, seen: set[Path]) -> None:
         return
     seen.add(resolved)
     found.specs.append(SourceSpec(name=path.as_posix(), kind="video", path=str(path), sidecar=sidecar_for(path)))
+
+
+def _enter(folder: Path, out_dir: Path, walked: set[Path]) -> bool:
+    """Whether to search ``folder``: not inside --out, and not a folder already searched (through a link)."""
+    resolved = folder.resolve()
+    if _inside(resolved, out_dir) or resolved in walked:
+        return False
+    walked.add(resolved)
+    return True
 
 
 def _inside(path: Path, parent: Path) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from data_ingest.atomic import write_atomic, write_json_atomic
-from data_ingest.clips import MANIFEST_NAME, assign_splits
+from data_ingest.clips import MANIFEST_NAME, check_split_options, stable_splits
 from data_ingest.decode import SourceError, default_threads
 from data_ingest.download import DownloadSettings, download_all
 from data_ingest.process import GAME_KINDS, process_source
@@ -83,7 +83,8 @@ def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: Ing
                          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> IngestReport:
     """Runs a whole ingest (see the module docstring). Raises only for unusable arguments or output directory."""
     out = Path(out_dir).absolute()
-    with _locked_out_dir(out, options.overwrite), _executor(options.workers) as pool:
+    check_split_options(val_fraction=options.val_fraction, test_fraction=options.test_fraction, seed=options.seed)
+    with _locked_out_dir(out, options.overwrite, options.settings), _executor(options.workers) as pool:
         if options.workers > 1:
             _import_tfds_meanwhile()
         clean_tmp(out)
@@ -107,37 +108,80 @@ def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: Ing
 
 
 @contextlib.contextmanager
-def _locked_out_dir(out: Path, overwrite: bool) -> Iterator[None]:
-    """Checks that ``out`` may be used, creates the work area, and holds a lock so two runs never share it."""
+def _locked_out_dir(out: Path, overwrite: bool, settings: IngestSettings) -> Iterator[None]:
+    """Checks that ``out`` may be used, creates the work area, and holds a lock so two runs never share it.
+
+    The work area is made before an old dataset is deleted (``--overwrite``), so a run killed in between leaves
+    an ingest that the next run resumes, not a folder it refuses."""
     work = out / WORK_DIR
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a directory")
+    replace = False
     if out.is_dir() and any(out.iterdir()) and not work.is_dir():
         if not (out / MANIFEST_NAME).is_file():
             raise FileExistsError(f"--out {out} exists and is neither empty, a genie dataset, nor an earlier "
                                   "ingest; choose another --out (nothing there is deleted)")
         if not overwrite:
             raise FileExistsError(f"{out} already holds a genie dataset; pass --overwrite to replace it")
-        _remove_dataset(out)
-    work.mkdir(parents=True, exist_ok=True)
+        replace = True
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create --out {out}: {exc.strerror or exc}") from None
     with open(work / "lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise FileExistsError(f"another genie ingest is writing {out}; wait for it or choose another "
                                   "--out") from None
+        if not overwrite:
+            _check_same_settings(out, settings)
+        if replace:
+            _remove_dataset(out)
         if overwrite:  # redo every source; the download cache stays (it is not derived from settings)
             shutil.rmtree(work_paths(out)["staged"], ignore_errors=True)
         yield
 
 
+def _check_same_settings(out: Path, settings: IngestSettings) -> None:
+    """A rerun resumes or updates the dataset in ``out``; one with other processing settings would replace it,
+    which only ``--overwrite`` may do."""
+    try:
+        earlier = json.loads((out / REPORT_NAME).read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return  # no finished run yet (or its report is unreadable): nothing to keep
+    if not isinstance(earlier, dict) or not (out / MANIFEST_NAME).is_file():
+        return
+    now = settings.to_dict()
+    changed = [f"{key} {earlier[key]!r} -> {now[key]!r}" for key in now if key in earlier and earlier[key] != now[key]]
+    if changed:
+        raise FileExistsError(f"{out} holds a dataset made with other settings ({', '.join(changed)}); pass "
+                              "--overwrite to replace it, or choose another --out")
+
+
+def _records_dir_name(out: Path, tfds_dir: object) -> str | None:
+    """The folder directly under ``out`` that a dataset manifest's ``tfds_dir`` points into, or None if it points
+    anywhere else (an absolute path, "..", a hand-edited manifest): such a folder is never deleted."""
+    path = Path(str(tfds_dir))
+    if path.is_absolute() or not path.parts or path.parts[0] == "..":
+        return None
+    first = path.parts[0]
+    return first if (out / first).resolve().parent == out.resolve() else None
+
+
 def _remove_dataset(out: Path) -> None:
-    """Deletes a genie dataset's own files (its manifest and records), nothing else."""
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
-    (out / MANIFEST_NAME).unlink()
-    records = Path(str(manifest.get("tfds_dir", ""))).parts[:1]
-    if records and (out / records[0]).is_dir():
-        shutil.rmtree(out / records[0])
+    """Deletes a genie dataset's own files (its manifest and the records folder inside ``out``), nothing else."""
+    path = out / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+        tfds_dir = manifest["tfds_dir"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path} is not a genie dataset manifest ({type(exc).__name__}: {exc}); nothing was "
+                         "deleted: remove the old dataset by hand or choose another --out") from None
+    records = _records_dir_name(out, tfds_dir)
+    path.unlink()
+    if records is not None and (out / records).is_dir():
+        shutil.rmtree(out / records)
 
 
 def _expand_games(specs: list[SourceSpec], options: IngestOptions) -> tuple[list[SourceSpec], list[dict]]:
@@ -252,12 +296,12 @@ def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions, poo
     sources, meanings = _select(out, results, s)
     if not sources:
         return None, "no source yielded a clip"
-    try:
-        splits = assign_splits(len(sources), val_fraction=options.val_fraction, test_fraction=options.test_fraction,
-                               seed=options.seed)
-    except ValueError as exc:
-        return None, f"{exc} (--val-fraction/--test-fraction)"
     by_name = {r["name"]: r for r in results}
+    try:  # by content: a source keeps its split when others are added (and when it is renamed)
+        splits = stable_splits([by_name[c.name]["sha256"] for c in sources], val_fraction=options.val_fraction,
+                               test_fraction=options.test_fraction, seed=options.seed)
+    except ValueError as exc:
+        return None, str(exc)
     for split, ids in splits.items():
         for i in ids:
             by_name[sources[i].name]["split"] = split
@@ -345,15 +389,17 @@ def _select(out: Path, results: list[dict[str, Any]], settings: IngestSettings) 
 def _current_dataset(out: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((out / MANIFEST_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
-    return manifest if (out / manifest.get("tfds_dir", "\0")).is_dir() else None
+    if not isinstance(manifest, dict) or _records_dir_name(out, manifest.get("tfds_dir", "")) is None:
+        return None
+    return manifest if (out / manifest["tfds_dir"]).is_dir() else None
 
 
 def _commit_dataset(out: Path, dataset: dict[str, Any]) -> None:
     """Renames the new ``genie_dataset.json`` into place (the commit point), then deletes superseded records."""
     write_json_atomic(out / MANIFEST_NAME, dataset)
-    live = Path(dataset["tfds_dir"]).parts[0]
+    live = _records_dir_name(out, dataset["tfds_dir"])
     for old in out.glob("tfds-*"):
         if old.name != live and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

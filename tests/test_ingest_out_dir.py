@@ -1,0 +1,151 @@
+"""What `genie ingest` does with the dataset directory it is given: overwriting only its own files, refusing to
+replace a dataset unasked, resuming after a kill mid-overwrite, keeping splits when sources are added, and
+clear errors for unusable options, names and filters."""
+
+import json
+import os
+
+import pytest
+from ingest_fixtures import write_video
+
+import data_ingest.video_ingest as video_ingest
+from data_ingest.cli import main as ingest_main
+from data_ingest.clips import check_split_options, stable_splits
+from data_ingest.process import process_source
+from data_ingest.settings import IngestSettings
+from data_ingest.sources import discover
+from data_ingest.video_ingest import IngestOptions, ingest_video_sources
+from genie_jax.data import ClipDataset
+
+SETTINGS = IngestSettings(height=32, width=32, clip_len=8, resize="stretch")
+OPTIONS = IngestOptions(settings=SETTINGS, val_fraction=0.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    for i in range(3):
+        write_video(folder / f"v{i}.mp4", 60, seed=20 + i, size=64)
+    return folder
+
+
+def ingest(sources, out, options=OPTIONS):
+    return ingest_video_sources([str(s) for s in sources], out, options, log=lambda _: None)
+
+
+def test_overwrite_deletes_only_the_dataset_s_own_records(videos, tmp_path):
+    """A hand-edited manifest whose tfds_dir points outside --out (or at an absolute path) gets its manifest
+    replaced, and nothing outside --out deleted."""
+    victim = tmp_path / "victim"
+    (victim / "x").mkdir(parents=True)
+    (victim / "keep.txt").write_text("keep")
+    for i, tfds_dir in enumerate(["../victim/x", str(victim)]):
+        out = tmp_path / f"out{i}"
+        out.mkdir()
+        (out / "genie_dataset.json").write_text(json.dumps({"tfds_dir": tfds_dir}))
+        report = ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=SETTINGS,
+                                                                                     val_fraction=0.5, overwrite=True))
+        assert report.exit_code == 0 and ClipDataset(out).info.num_clips
+        assert (victim / "keep.txt").read_text() == "keep" and (victim / "x").is_dir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "genie_dataset.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="genie_dataset.json is not a genie dataset manifest"):
+        ingest([videos / "v0.mp4"], broken, IngestOptions(settings=SETTINGS, val_fraction=0, overwrite=True))
+    assert (broken / "genie_dataset.json").read_text() == "[1, 2]"
+
+
+def test_a_run_killed_while_overwriting_is_resumed(videos, tmp_path, monkeypatch):
+    """--overwrite deletes the old records after making the work area: killed in between (here: the deletion
+    fails), the next run, with or without --overwrite, resumes instead of refusing the folder."""
+    out = tmp_path / "out"
+    ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    (out / ".ingest").rename(tmp_path / "work-elsewhere")  # a dataset without its work area (copied, say)
+    real_rmtree = video_ingest.shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        if os.path.basename(path).startswith("tfds-"):
+            raise KeyboardInterrupt  # stands for SIGKILL halfway through deleting the old records
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(video_ingest.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([videos / "v0.mp4"], out, IngestOptions(settings=SETTINGS, val_fraction=0, overwrite=True))
+    monkeypatch.setattr(video_ingest.shutil, "rmtree", real_rmtree)
+    assert not (out / "genie_dataset.json").exists() and (out / ".ingest").is_dir()
+    report = ingest([videos / "v0.mp4"], out, IngestOptions(settings=SETTINGS, val_fraction=0))
+    assert report.exit_code == 0 and ClipDataset(out).info.sources == ("/".join([str(videos), "v0.mp4"]),)
+    assert len(list(out.glob("tfds-*"))) == 1  # the old records went with the new dataset's commit
+
+
+def test_a_rerun_with_other_settings_needs_overwrite(videos, tmp_path):
+    out = tmp_path / "out"
+    ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    fingerprint = ClipDataset(out).info.fingerprint
+    other = IngestSettings(height=16, width=16, clip_len=8, resize="stretch")
+    with pytest.raises(FileExistsError, match=r"other settings \(height 32 -> 16, width 32 -> 16\).*--overwrite"):
+        ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=other, val_fraction=0.5))
+    assert ClipDataset(out).info.fingerprint == fingerprint
+    ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=other, val_fraction=0.5,
+                                                                         overwrite=True))
+    assert ClipDataset(out).info.height == 16
+    assert len(list((out / ".ingest" / "staged").iterdir())) == 2  # the 32x32 sources' staging went with it
+
+
+def test_splits_stay_put_when_sources_are_added(videos, tmp_path):
+    keys = [f"source-{i}" for i in range(40)]
+    before = stable_splits(keys, val_fraction=0.2, test_fraction=0.1, seed=3)
+    after = stable_splits(keys + [f"new-{i}" for i in range(60)], val_fraction=0.2, test_fraction=0.1, seed=3)
+    for split, ids in before.items():
+        assert set(ids) == {i for i in after[split] if i < 40}, split
+    assert 0 < len(after["validation"]) < 40 and 0 < len(after["test"]) < 30  # ~20 and ~10 of 100
+    assert stable_splits(keys, val_fraction=0.2, seed=4) != stable_splits(keys, val_fraction=0.2, seed=3)
+    assert stable_splits(["a", "b"], val_fraction=0.5, seed=0) in ({"train": [0], "validation": [1]},
+                                                                   {"train": [1], "validation": [0]})
+    with pytest.raises(ValueError, match="cannot fill train and validation"):
+        stable_splits(["a"], val_fraction=0.1, seed=0)
+    # End to end: the first two videos keep their splits when the third joins.
+    out = tmp_path / "out"
+    first = ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    second = ingest([videos / "v0.mp4", videos / "v1.mp4", videos / "v2.mp4"], out)
+    split_of = {r["name"]: r["split"] for r in second.manifest["sources"]}
+    assert all(split_of[r["name"]] == r["split"] for r in first.manifest["sources"])
+
+
+def test_unusable_options_out_dirs_and_names_are_reported_clearly(videos, tmp_path, capsys):
+    for bad in (dict(fps=float("inf")), dict(blank_std=-1), dict(min_quality=2), dict(min_seconds=float("inf"))):
+        with pytest.raises(ValueError, match="must be"):
+            IngestSettings(**bad)
+    with pytest.raises(ValueError, match="--seed must be an integer >= 0"):
+        check_split_options(val_fraction=0.1, test_fraction=0, seed=-1)
+    video = str(videos / "v0.mp4")
+    assert ingest_main([video, "--out", str(tmp_path / "a"), "--seed", "-1"]) == 2
+    assert "--seed" in capsys.readouterr().err and not (tmp_path / "a").exists()  # refused before any work
+    (tmp_path / "file").write_text("")
+    assert ingest_main([video, "--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "cannot create --out" in capsys.readouterr().err
+    # A source whose name is not UTF-8 fails by that name, escaped, and the rest is ingested.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "good.mp4").write_bytes((videos / "v0.mp4").read_bytes())
+    (mixed / os.fsdecode(b"bad\xff.mp4")).write_bytes(b"not a video")
+    report = ingest([mixed], tmp_path / "mixed_out", IngestOptions(settings=SETTINGS, val_fraction=0))
+    assert report.exit_code == 1 and "bad\\udcff.mp4: cannot open" in report.summary
+    assert (tmp_path / "mixed_out" / "summary.txt").read_text() == report.summary
+
+
+@pytest.mark.parametrize("spec, reason", [("builtins:len", "scored a clip 8.0, not in [0, 1]"),
+                                          ("os:getcwd", "failed: TypeError")])
+def test_a_bad_quality_filter_fails_the_source_by_name(videos, tmp_path, spec, reason):
+    settings = IngestSettings(height=32, width=32, clip_len=8, quality_filter=spec)
+    result = process_source(discover([str(videos / "v0.mp4")], tmp_path).specs[0], settings, str(tmp_path))
+    assert result["status"] == "failed" and result["reason"].startswith(f"--quality-filter {spec} {reason}")
+
+
+def test_linked_folders_are_searched_once(videos, tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "linked").symlink_to(videos)
+    (root / "sub" / "loop").symlink_to(root)
+    found = discover([str(root)], tmp_path / "out")
+    assert sorted(s.name.rsplit("/", 1)[-1] for s in found.specs) == ["v0.mp4", "v1.mp4", "v2.mp4"]
