@@ -86,7 +86,7 @@ def main() -> None:
             ("resize", lambda: sum(1 for _ in target_chunks(frames(), settings))),
             ("tests", lambda: sum(1 for _ in segment(target_chunks(frames(), settings), settings, Counter()))),
             ("clips", lambda: sum(1 for clip in clips()
-                                  if clip_signature(clip.frames) and motion_score(clip.changed) >= 0)),
+                                  if clip_signature(clip.frames) and motion_score(clip.changed, clip.indices) >= 0)),
             ("process", process),
             ("build", build),
             ("floor", floor),
