@@ -33,7 +33,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--stride", type=int, default=None, help="frames between clip starts (default clip-len)")
     out.add_argument("--val-fraction", type=float, default=0.1,
                      help="fraction of sources (episodes/videos) held out for validation (default 0.1); a video "
-                          "or game episode's split follows from a hash of its content, so adding sources moves none")
+                          "or game episode's split follows from a hash of its content, so adding sources moves no "
+                          "training source into validation")
     out.add_argument("--test-fraction", type=float, default=0.0,
                      help="fraction of sources held out for test (video only; default 0)")
     out.add_argument("--seed", type=int, default=0, help="seed for levels, policies and the split (default 0)")

@@ -2,8 +2,9 @@
 
 Each finished video gets a record (file, URL, title, uploader, licence) written atomically after its download,
 and each finished URL (a video or a whole playlist) a record listing its videos: a rerun skips both without
-touching the network. yt-dlp's own download archive (``archive.txt``) additionally skips finished playlist entries
-when a URL was interrupted halfway. Failures are retried with exponential backoff, then reported, never raised.
+touching the network. yt-dlp's own download archive (one per URL, ``archives/<url hash>.txt``) additionally skips
+finished playlist entries when a URL was interrupted halfway: one per URL, because yt-dlp knows a plain file by its
+name alone, and two sites' "video.mp4" must not pass for one video. Failures are retried with exponential backoff, then reported, never raised.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ def download_all(urls: list[str], cache: Path, settings: DownloadSettings,
     """For each URL yields (url, video sources, error); error is "" on success. Never raises for a bad URL."""
     import yt_dlp  # deferred: only a run with URLs pays for the import
 
-    (cache / "videos").mkdir(parents=True, exist_ok=True)
-    (cache / "urls").mkdir(parents=True, exist_ok=True)
+    for folder in ("videos", "urls", "archives"):
+        (cache / folder).mkdir(parents=True, exist_ok=True)
     for url in urls:
         done = _url_record(cache, url)
         if done is not None:
             yield url, done, ""
             continue
-        # One downloader per URL, its files prefixed by the URL's hash: two sites' "video.mp4" never collide.
+        # One downloader per URL, its files and archive named by the URL's hash: two sites' "video.mp4" never collide.
         with yt_dlp.YoutubeDL(_options(cache, settings, prefix=_short_hash(url))) as ydl:
             specs, error = _with_retries(functools.partial(_download_url, ydl, url, cache), url, settings, log)
         if not error:
@@ -89,7 +90,7 @@ def _options(cache: Path, settings: DownloadSettings, prefix: str) -> dict[str, 
         "outtmpl": {"default": str(cache / "videos" / f"{prefix}-%(extractor)s-%(id)s.%(ext)s")},
         "paths": {"temp": str(cache / "partial")},  # half-downloaded files stay out of videos/
         "cachedir": str(cache / "yt-dlp-cache"),  # yt-dlp's own cache defaults to ~/.cache: keep it inside --out
-        "download_archive": str(cache / "archive.txt"),
+        "download_archive": str(_archive(cache, prefix)),
         "restrictfilenames": True, "overwrites": False, "continuedl": True,
         "retries": settings.retries, "fragment_retries": settings.retries,
         "retry_sleep_functions": {"http": backoff, "fragment": backoff, "extractor": backoff},
@@ -102,6 +103,10 @@ def _options(cache: Path, settings: DownloadSettings, prefix: str) -> dict[str, 
             raise ValueError(f"--rate-limit {settings.rate_limit!r} is not a byte rate such as 500K or 4M")
         opts["ratelimit"] = limit
     return opts
+
+
+def _archive(cache: Path, url_hash: str) -> Path:
+    return cache / "archives" / f"{url_hash}.txt"
 
 
 def _download_url(ydl: Any, url: str, cache: Path) -> list[SourceSpec]:
@@ -118,8 +123,8 @@ def _download_url(ydl: Any, url: str, cache: Path) -> list[SourceSpec]:
             path = Path(downloads[0].get("filepath") or ydl.prepare_filename(result))
             if not path.is_file():  # skipped by yt-dlp's archive, yet its file is not here
                 raise RuntimeError(f"yt-dlp's archive lists {archive_id!r} as downloaded but {path.name} is missing "
-                                   f"(another URL's video with the same id?); delete its line from "
-                                   f"{cache / 'archive.txt'} to fetch it again")
+                                   f"(deleted by hand?); delete its line from {_archive(cache, _short_hash(url))} to "
+                                   "fetch it again")
             name = url if len(entries) == 1 else f"{url}#{entry['id']}"
             record = {"name": name, "record": key, "file": path.name, "archive_id": archive_id, "url": url,
                       **{k: entry.get(k) for k in PROVENANCE_FIELDS}}

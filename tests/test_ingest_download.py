@@ -19,7 +19,8 @@ OPTIONS = IngestOptions(settings=IngestSettings(height=32, width=32, clip_len=8)
 def test_urls_are_downloaded_recorded_and_not_fetched_twice(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    for i, name in enumerate(["one.mp4", "two.webm", "three.mp4"]):
+    for i, name in enumerate(["one.mp4", "two.webm", "three.mp4", "a/video.mp4", "b/video.mp4"]):
+        (site / name).parent.mkdir(exist_ok=True)
         write_video(site / name, 60, seed=20 + i, codec="libvpx-vp9" if name.endswith("webm") else "libx264")
     (site / "watch.html").write_text("<html><head><title>A speedrun</title></head><body>"
                                      '<video src="two.webm" controls></video></body></html>')
@@ -27,7 +28,7 @@ def test_urls_are_downloaded_recorded_and_not_fetched_twice(tmp_path):
     with serve(site) as base:
         (tmp_path / "list.txt").write_text(f"# runs to ingest\n{base}/three.mp4\n\n{base}/missing.mp4  # gone\n")
         sources = [f"{base}/one.mp4", f"{base}/watch.html", "@" + str(tmp_path / "list.txt"),
-                   "http://127.0.0.1:9/unreachable.mp4"]
+                   "http://127.0.0.1:9/unreachable.mp4", f"{base}/a/video.mp4", f"{base}/b/video.mp4"]
         logs = []
         report = ingest_video_sources(sources, out, OPTIONS, log=logs.append)
     assert report.exit_code == 1
@@ -37,7 +38,9 @@ def test_urls_are_downloaded_recorded_and_not_fetched_twice(tmp_path):
     assert any("retry 1/1" in line and "unreachable" in line for line in logs)  # retried with backoff
     assert not any("retry" in line and "missing" in line for line in logs)  # a 404 is not retried
     ok = {s["name"]: s for s in report.manifest["sources"] if s["status"] == "ok"}
-    assert set(ok) == {f"{base}/one.mp4", f"{base}/watch.html", f"{base}/three.mp4"}
+    # Two sites' "video.mp4" (the same name, other videos) are two sources.
+    assert set(ok) == {f"{base}/one.mp4", f"{base}/watch.html", f"{base}/three.mp4", f"{base}/a/video.mp4",
+                       f"{base}/b/video.mp4"}
     page = next(s for s in ok.values() if s["provenance"]["url"] == f"{base}/watch.html")
     assert page["provenance"]["title"].startswith("A speedrun") and page["provenance"]["webpage_url"]
     for s in ok.values():
@@ -45,8 +48,8 @@ def test_urls_are_downloaded_recorded_and_not_fetched_twice(tmp_path):
         assert (out / ".ingest" / "downloads" / "videos" / s["provenance"]["file"]).is_file()
     # Downloads stay inside --out.
     downloads = out / ".ingest" / "downloads"
-    assert len(list((downloads / "videos").glob("*.mp4"))) + len(list((downloads / "videos").glob("*.webm"))) == 3
-    assert len((downloads / "archive.txt").read_text().splitlines()) == 3
+    assert len(list((downloads / "videos").glob("*.mp4"))) + len(list((downloads / "videos").glob("*.webm"))) == 5
+    assert sum(len(a.read_text().splitlines()) for a in (downloads / "archives").iterdir()) == 5
     assert ClipDataset(out).info.num_clips["train"] > 0
 
     # Rerun with the server gone: finished URLs come from the records, only the failures are tried again.
