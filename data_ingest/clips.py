@@ -90,29 +90,45 @@ def stable_splits(keys: Sequence[str], *, val_fraction: float, seed: int,
     """Assigns whole sources to splits by their keys (content hashes): {"train": [...], "validation": [...]
     (, "test": [...])}, sorted ids.
 
-    Each source draws a number in [0, 1) from a hash of (seed, its key): validation below ``val_fraction``, test
-    below ``val_fraction + test_fraction``, train above. A source's split so never depends on the others: add
-    sources and rebuild, and none of the old ones moves to another split (a model trained on the old train split
-    is never validated on its own training videos). The sizes follow the fractions on average, not exactly. A
-    held-out split with a non-zero fraction that no draw falls into takes the train source with the lowest draw,
-    and train keeps at least one source: those two rules can move a source, but only in datasets of a few sources.
+    Each source draws a number in [0, 1) (:func:`split_draw`): validation below ``val_fraction``, test below
+    ``val_fraction + test_fraction``, train above. The sizes follow the fractions on average, not exactly. Rules
+    fill the gaps of small datasets: if every source drew a held-out split, the highest draw of the larger one
+    trains; a held-out split with a non-zero fraction that no draw falls into borrows the highest draw of the
+    other held-out split if that has two or more, else the train source with the lowest draw. Adding sources and
+    rebuilding so never moves a training source into validation or test (a model trained on the old train split
+    is never validated on its own training videos), with one exception: the source that trained only because
+    every source had drawn a held-out split (1 in 4 for two sources at 0.5) returns to its split once a later
+    source draws train. A borrowed source may go back to train.
     """
     check_split_options(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    draws = [int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "big") / 2 ** 64 for key in keys]
+    draws = [split_draw(key, seed) for key in keys]
+    held = [name for name, fraction in (("validation", val_fraction), ("test", test_fraction)) if fraction > 0]
     bounds = (("validation", val_fraction), ("test", val_fraction + test_fraction))
     split_of = [next((name for name, bound in bounds if draw < bound), "train") for draw in draws]
-    if "train" not in split_of and split_of:
-        split_of[max(range(len(draws)), key=draws.__getitem__)] = "train"
-    for name, fraction in (("validation", val_fraction), ("test", test_fraction)):
-        train = [i for i, split in enumerate(split_of) if split == "train"]
-        if fraction > 0 and name not in split_of:
-            if len(train) < 2:
-                raise ValueError(f"{len(keys)} source(s) cannot fill train and {name}: each split needs a whole "
-                                 "source (episode/video) of its own; add sources or lower the fractions")
-            split_of[min(train, key=draws.__getitem__)] = name
-    names = ["train"] + [name for name, fraction in (("validation", val_fraction), ("test", test_fraction))
-                         if fraction > 0]
-    return {name: [i for i, split in enumerate(split_of) if split == name] for name in names}
+
+    def members(split: str) -> list[int]:
+        return [i for i, s in enumerate(split_of) if s == split]
+
+    if split_of and "train" not in split_of:
+        largest = max(held, key=lambda split: len(members(split)))
+        split_of[max(members(largest), key=draws.__getitem__)] = "train"
+    for name in held:
+        if name in split_of:
+            continue
+        other = next((split for split in held if split != name and len(members(split)) > 1), None)
+        if other is not None:  # the other held-out split lends its highest draw: train is left alone
+            split_of[max(members(other), key=draws.__getitem__)] = name
+        elif len(members("train")) > 1:
+            split_of[min(members("train"), key=draws.__getitem__)] = name
+        else:
+            raise ValueError(f"{len(keys)} source(s) cannot fill train and {name}: each split needs a whole "
+                             "source (episode/video) of its own; add sources or lower the fractions")
+    return {name: members(name) for name in ("train", *held)}
+
+
+def split_draw(key: str, seed: int) -> float:
+    """A source's number in [0, 1) for :func:`stable_splits`: a hash of (seed, key)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "big") / 2 ** 64
 
 
 def check_split_options(*, val_fraction: float, test_fraction: float, seed: int) -> None:
@@ -177,4 +193,4 @@ def fingerprint_of(clip_digests: Mapping[str, Sequence[str]]) -> str:
 
 
 __all__ = ["MANIFEST_NAME", "ClipShape", "ClipSource", "assign_splits", "check_split_options", "clip_digest",
-           "cut_clips", "fingerprint_of", "source_examples", "stable_splits"]
+           "cut_clips", "fingerprint_of", "source_examples", "split_draw", "stable_splits"]

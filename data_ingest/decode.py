@@ -16,7 +16,7 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import av
 import numpy as np
@@ -24,6 +24,9 @@ from av.video.reformatter import VideoReformatter
 
 from data_ingest.settings import IngestSettings
 from data_ingest.workers import available_cores
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Containers round timestamps (WebM to 1 ms): a frame this close after an output time still counts as on time.
 _TIME_SLACK = 1e-3
@@ -102,15 +105,7 @@ def video_frames(path: Path, settings: IngestSettings, threads: int = 0, *,
             raise SourceError(f"decode error after {index} frames: {_av_message(exc)}") from None
         if index == 0:
             raise SourceError("no decodable video frames (empty, truncated or unsupported codec)")
-        declared_end = _declared_end(container, stream)
-        decoded_end = start + last + period
-        # A cut-off download decodes cleanly up to the cut; only the length its header declares gives it away. The
-        # video may also just end before the sound: the file is cut only if nothing at all is stored near its end.
-        margin = max(1.0, 0.1 * (declared_end or 0))
-        if (declared_end is not None and declared_end - decoded_end > margin
-                and _data_end(container, declared_end - margin) < declared_end - margin):
-            raise SourceError(f"truncated: frames end at {decoded_end:.1f} s but the container declares "
-                              f"{declared_end:.1f} s (an interrupted download or copy: fetch it again)")
+        _check_whole(container, stream, decoded_end=start + last + period)
 
 
 _LOOKAHEAD = 16  # packets demuxed ahead of the decoder: more than B-frame reordering spans
@@ -207,6 +202,20 @@ def _shown(t: float, t_next: float, fps: float) -> bool:
     return k / fps + _TIME_SLACK < t_next
 
 
+def _check_whole(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 decoded_end: float) -> None:
+    """SourceError if the file was cut short. A cut-off download decodes cleanly up to the cut; only the end its
+    header declares gives it away. The video may also just end before the sound: the file is cut only if
+    nothing at all is stored near its declared end."""
+    declared_end = _declared_end(container, stream)
+    if declared_end is None:
+        return
+    margin = max(1.0, 0.1 * declared_end)
+    if declared_end - decoded_end > margin and not _holds_data_after(container, declared_end - margin):
+        raise SourceError(f"truncated: frames end at {decoded_end:.1f} s but the container declares "
+                          f"{declared_end:.1f} s (an interrupted download or copy: fetch it again)")
+
+
 def _declared_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
     """Where the file says its video ends, in seconds from the container's zero, or None if it does not say."""
     if container.format.name.startswith("matroska"):
@@ -214,7 +223,7 @@ def _declared_end(container: av.container.InputContainer, stream: av.video.strea
         # segment's runs from the timeline's zero (not from the first frame) to the end of its longest track.
         # Muxers write each track's own end as a DURATION tag.
         tagged = _tag_seconds(stream.metadata.get("DURATION", ""))
-        if tagged is not None:
+        if tagged:  # (a muxer that never finished leaves 00:00:00)
             return tagged
         return container.duration / av.time_base if container.duration else None
     if stream.duration and stream.time_base:
@@ -230,18 +239,18 @@ def _tag_seconds(text: str) -> float | None:
     return None if match is None else int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
 
 
-def _data_end(container: av.container.InputContainer, after: float) -> float:
-    """The end, in seconds, of the last packet (of any stream) the file holds from ``after`` seconds on; -inf if
-    none, or if the file cannot be read there."""
-    end = -math.inf
+def _holds_data_after(container: av.container.InputContainer, after: float) -> bool:
+    """Whether the file stores a packet (of any stream) that ends after ``after`` seconds; False if it cannot be
+    read there."""
     try:
         container.seek(int(after * av.time_base), backward=True, any_frame=True)
         for packet in container.demux():
-            if packet.pts is not None and packet.time_base:
-                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+            if packet.pts is not None and packet.time_base and \
+                    float((packet.pts + (packet.duration or 0)) * packet.time_base) > after:
+                return True
     except (av.FFmpegError, OSError):
         pass
-    return end
+    return False
 
 
 def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:
@@ -265,7 +274,7 @@ def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[Ra
     """Loads a folder's numbered images as one video at ``settings.image_fps``. Raises SourceError on the first
     unreadable, absurd or differently sized image (a gap or resize mid-sequence would corrupt the video)."""
     # Imported here, not at the top: ingests of videos alone skip it (~65 ms a run).
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     period = 1 / settings.image_fps
     size = None
@@ -273,7 +282,7 @@ def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[Ra
         try:
             with Image.open(path) as img:
                 check_resolution(*img.size, settings)
-                rgb = _image_rgb(ImageOps.exif_transpose(img))  # a camera's turned picture, turned upright
+                rgb = _image_rgb(_upright(img))
         except SourceError as exc:
             raise SourceError(f"{path.name}: {exc}") from None
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -286,7 +295,18 @@ def image_frames(paths: Sequence[Path], settings: IngestSettings) -> Iterator[Ra
         yield RawFrame(index, index * period, rgb)
 
 
-def _image_rgb(img) -> np.ndarray:
+def _upright(img: Image.Image) -> Image.Image:
+    """A camera's turned picture turned as its EXIF orientation says; as stored if its EXIF cannot be read (some
+    Pillow versions raise on broken EXIF with errors of many kinds)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 (the picture itself is fine)
+        return img
+
+
+def _image_rgb(img: Image.Image) -> np.ndarray:
     """A Pillow image as uint8 [H, W, 3] RGB. 16-bit grey (mode I;16 or I) is scaled to 8 bits: Pillow's own
     conversion would clip it at 255, turning every grey but black white."""
     if img.mode.startswith("I"):

@@ -2,9 +2,10 @@
 
 Each finished video gets a record (file, URL, title, uploader, licence) written atomically after its download,
 and each finished URL (a video or a whole playlist) a record listing its videos: a rerun skips both without
-touching the network. yt-dlp's own download archive (one per URL, ``archives/<url hash>.txt``) additionally skips
-finished playlist entries when a URL was interrupted halfway: one per URL, because yt-dlp knows a plain file by its
-name alone, and two sites' "video.mp4" must not pass for one video. Failures are retried with exponential backoff, then reported, never raised.
+touching the network. yt-dlp's own download archive additionally skips finished playlist entries when a URL was
+interrupted halfway; there is one per URL (``archives/<url hash>.txt``), because yt-dlp knows a plain file by
+its name alone, and two sites' "video.mp4" must not pass for one video. Failures are retried with exponential
+backoff, then reported, never raised.
 """
 
 from __future__ import annotations

@@ -145,28 +145,28 @@ def _locked_out_dir(out: Path, overwrite: bool, settings: IngestSettings) -> Ite
 
 def _check_same_settings(out: Path, settings: IngestSettings) -> None:
     """A rerun resumes or updates the dataset in ``out``; one with other processing settings would replace it,
-    which only ``--overwrite`` may do."""
-    try:
-        earlier = json.loads((out / REPORT_NAME).read_text()).get("settings")
-    except (OSError, ValueError, AttributeError):
-        return  # no finished run yet (or its report is unreadable): nothing to keep
-    if not isinstance(earlier, dict) or not (out / MANIFEST_NAME).is_file():
-        return
-    now = settings.to_dict()
-    changed = [f"{key} {earlier[key]!r} -> {now[key]!r}" for key in now if key in earlier and earlier[key] != now[key]]
+    which only ``--overwrite`` may do. Compared with the settings the dataset there was made with (a setting it
+    does not record, being older than the setting, counts as that setting's default)."""
+    current = _current_dataset(out)
+    earlier = current.get("ingest", {}).get("settings") if current is not None else None
+    if not isinstance(earlier, dict):
+        return  # no dataset, or one from before datasets recorded their settings
+    now, defaults = settings.to_dict(), IngestSettings().to_dict()
+    changed = [f"{key} {earlier.get(key, defaults[key])!r} -> {now[key]!r}" for key in now
+               if earlier.get(key, defaults[key]) != now[key]]
     if changed:
         raise FileExistsError(f"{out} holds a dataset made with other settings ({', '.join(changed)}); pass "
                               "--overwrite to replace it, or choose another --out")
 
 
 def _records_dir_name(out: Path, tfds_dir: object) -> str | None:
-    """The folder directly under ``out`` that a dataset manifest's ``tfds_dir`` points into, or None if it points
-    anywhere else (an absolute path, "..", a hand-edited manifest): such a folder is never deleted."""
-    path = Path(str(tfds_dir))
-    if path.is_absolute() or not path.parts or path.parts[0] == "..":
+    """The records folder directly under ``out`` that a dataset manifest's ``tfds_dir`` points into, or None if it
+    points anywhere else: only a folder named as ingest names them ("tfds-<fingerprint>", or "tfds") is ever
+    deleted, whatever a hand-edited manifest says."""
+    parts = Path(str(tfds_dir)).parts
+    if Path(str(tfds_dir)).is_absolute() or not parts or not (parts[0] == "tfds" or parts[0].startswith("tfds-")):
         return None
-    first = path.parts[0]
-    return first if (out / first).resolve().parent == out.resolve() else None
+    return parts[0] if (out / parts[0]).resolve().parent == out.resolve() else None
 
 
 def _remove_dataset(out: Path) -> None:
@@ -341,7 +341,8 @@ def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions, poo
     shutil.rmtree(build_dir, ignore_errors=True)
     records = type(records)(records.num_clips, records.fingerprint,
                             records_dir / records.tfds_dir.relative_to(build_dir / "tfds"))
-    metadata = {"ingest": {"build_key": build_key, "report": REPORT_NAME, "fps": s.fps, "resize": s.resize}}
+    metadata = {"ingest": {"build_key": build_key, "report": REPORT_NAME, "fps": s.fps, "resize": s.resize,
+                           "settings": s.to_dict()}}
     return dataset_manifest(records, out, names=[c.name for c in sources], splits=splits, clip_len=s.clip_len,
                             stride=s.clip_stride, height=s.height, width=s.width, action_meanings=meanings,
                             metadata=metadata), ""

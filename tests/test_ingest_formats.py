@@ -11,6 +11,7 @@ import pytest
 from ingest_fixtures import frame_image
 from PIL import Image
 
+from data_ingest import decode
 from data_ingest.decode import RawFrame, SourceError, image_frames, target_chunks, video_frames
 from data_ingest.filters import motion_score, segment
 from data_ingest.process import cut_segments
@@ -94,6 +95,10 @@ def test_display_rotation_turns_the_picture_as_players_show_it(tmp_path):
             assert band_left >= 44 and band_right == 49, (rotation, band_left, band_right)
     upside_down = first_target_frame(write(tmp_path / "rot180.mp4", 320, 180, rotation=180))
     assert (upside_down[46:49].min(axis=2) > 200).all() and not (upside_down[14:20].min(axis=2) > 200).any()
+    # Cropped to a wide target, the portrait picture loses rows, not its band (an eighth of 64 columns).
+    wide = IngestSettings(height=32, width=64, resize="crop")
+    cropped = first_target_frame(tmp_path / "rot90.mp4", wide)
+    assert cropped.shape == (32, 64, 3) and white_columns(cropped) == (0, 7)
 
 
 def test_non_square_pixels_keep_the_shown_shape(tmp_path):
@@ -129,6 +134,14 @@ def test_matroska_timelines_that_start_late_or_end_with_the_sound_are_whole(tmp_
     cut.write_bytes(whole[:len(whole) // 2])
     with pytest.raises(SourceError, match="truncated"):
         list(video_frames(cut, IngestSettings()))
+    # Each of the two ways a whole file is told from a cut one, on its own: the video track's own end, and the
+    # sound stored after the video's end.
+    with av.open(str(sounding)) as container:
+        assert decode._declared_end(container, container.streams.video[0]) == pytest.approx(1.0, abs=0.05)
+        assert container.duration / av.time_base > 4.9  # what the segment (and FFmpeg's stream) declares
+        assert decode._holds_data_after(container, 4.0) and not decode._holds_data_after(container, 5.5)
+    with av.open(str(cut)) as container:
+        assert not decode._holds_data_after(container, 4.0)
 
 
 def test_exif_orientation_and_16_bit_grey_images(tmp_path):

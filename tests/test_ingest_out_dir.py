@@ -39,14 +39,16 @@ def test_overwrite_deletes_only_the_dataset_s_own_records(videos, tmp_path):
     victim = tmp_path / "victim"
     (victim / "x").mkdir(parents=True)
     (victim / "keep.txt").write_text("keep")
-    for i, tfds_dir in enumerate(["../victim/x", str(victim)]):
+    for i, tfds_dir in enumerate(["../victim/x", str(victim), "my_videos/x", ".ingest"]):
         out = tmp_path / f"out{i}"
-        out.mkdir()
+        (out / "my_videos").mkdir(parents=True)
+        (out / "my_videos" / "keep.txt").write_text("keep")
         (out / "genie_dataset.json").write_text(json.dumps({"tfds_dir": tfds_dir}))
         report = ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=SETTINGS,
                                                                                      val_fraction=0.5, overwrite=True))
         assert report.exit_code == 0 and ClipDataset(out).info.num_clips
         assert (victim / "keep.txt").read_text() == "keep" and (victim / "x").is_dir()
+        assert (out / "my_videos" / "keep.txt").read_text() == "keep"
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "genie_dataset.json").write_text("[1, 2]")
@@ -90,6 +92,14 @@ def test_a_rerun_with_other_settings_needs_overwrite(videos, tmp_path):
                                                                          overwrite=True))
     assert ClipDataset(out).info.height == 16
     assert len(list((out / ".ingest" / "staged").iterdir())) == 2  # the 32x32 sources' staging went with it
+    # Compared with the dataset there, not with the last run: an --overwrite run that wrote no dataset (too few
+    # sources for the split) changes nothing.
+    failed = ingest([videos / "v0.mp4"], out, IngestOptions(settings=SETTINGS, val_fraction=0.5, overwrite=True))
+    assert failed.exit_code == 2 and ClipDataset(out).info.height == 16
+    with pytest.raises(FileExistsError, match="other settings"):
+        ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=SETTINGS, val_fraction=0.5))
+    assert ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=other, val_fraction=0.5)
+                  ).exit_code == 0
 
 
 def test_splits_stay_put_when_sources_are_added(videos, tmp_path):
@@ -118,16 +128,21 @@ def test_splits_stay_put_when_sources_are_added(videos, tmp_path):
                                                                    {"train": [1], "validation": [0]})
     with pytest.raises(ValueError, match="cannot fill train and validation"):
         stable_splits(["a"], val_fraction=0.1, seed=0)
-    # End to end: the first two videos keep their splits when the third joins.
+    # End to end: ingest splits by the sources' content hashes, and the first two videos keep their splits when
+    # the third joins.
     out = tmp_path / "out"
     first = ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
     second = ingest([videos / "v0.mp4", videos / "v1.mp4", videos / "v2.mp4"], out)
-    split_of = {r["name"]: r["split"] for r in second.manifest["sources"]}
+    sources = second.manifest["sources"]
+    expect = stable_splits([r["sha256"] for r in sources], val_fraction=0.5, seed=0)
+    assert {r["name"]: r["split"] for r in sources} == {sources[i]["name"]: split for split, ids in expect.items()
+                                                         for i in ids}
+    split_of = {r["name"]: r["split"] for r in sources}
     assert all(split_of[r["name"]] == r["split"] for r in first.manifest["sources"])
 
 
 def test_unusable_options_out_dirs_and_names_are_reported_clearly(videos, tmp_path, capsys):
-    for bad in (dict(fps=float("inf")), dict(blank_std=-1), dict(min_quality=2), dict(min_seconds=float("inf"))):
+    for bad in ({"fps": float("inf")}, {"blank_std": -1}, {"min_quality": 2}, {"min_seconds": float("inf")}):
         with pytest.raises(ValueError, match="must be"):
             IngestSettings(**bad)
     with pytest.raises(ValueError, match="--seed must be an integer >= 0"):
