@@ -88,8 +88,10 @@ def _options(cache: Path, settings: DownloadSettings, prefix: str) -> dict[str, 
 
     opts: dict[str, Any] = {
         **format_selector(settings.max_height),
-        "outtmpl": {"default": str(cache / "videos" / f"{prefix}-%(extractor)s-%(id)s.%(ext)s")},
-        "paths": {"temp": str(cache / "partial")},  # half-downloaded files stay out of videos/
+        # A relative template: yt-dlp puts finished files under "home" and half-downloaded ones under "temp" only
+        # then (an absolute template overrides both, and .part files would sit among the videos).
+        "outtmpl": {"default": f"{prefix}-%(extractor)s-%(id)s.%(ext)s"},
+        "paths": {"home": str(cache / "videos"), "temp": str(cache / "partial")},
         "cachedir": str(cache / "yt-dlp-cache"),  # yt-dlp's own cache defaults to ~/.cache: keep it inside --out
         "download_archive": str(_archive(cache, prefix)),
         "restrictfilenames": True, "overwrites": False, "continuedl": True,

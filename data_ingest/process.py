@@ -105,7 +105,7 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
             counts["low_quality_clips"] += 1
             continue
         actions = aligned_actions(actions_T, clip.indices, spec.sidecar)
-        writer.add(clip.frames, actions, clip_signature(clip.frames))
+        writer.add(clip.frames, actions, clip_signature(clip.frames), (clip.segment, clip.start))
         end = clip.start + settings.clip_len
         counts["kept"] += end - max(clip.start, kept_end.get(clip.segment, 0))
         kept_end[clip.segment] = end
@@ -233,17 +233,26 @@ def aligned_actions(actions_T: np.ndarray | None, src_index: list[int], sidecar:
 
 
 def load_sidecar(path: Path) -> tuple[np.ndarray, list[str]]:
-    """Reads ``{"actions": [...], "meanings": [...]}``; raises SourceError naming the file and the problem."""
+    """Reads ``{"actions": [...], "meanings": [...]}``: actions a flat list of integer ids in [-1, len(meanings))
+    (-1: unknown), meanings a list of distinct strings. Raises SourceError naming the file and the problem; nothing
+    is converted (a float id or a string meaning is a mistake to report, not to round or to split)."""
+    expected = '; expected {"actions": [int, ...], "meanings": [str, ...]}'
     try:
         data = json.loads(path.read_text())
-        actions = np.asarray(data["actions"], dtype=np.int64)
-        meanings = [str(m) for m in data["meanings"]]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise SourceError(f"bad sidecar {path.name}: {exc!r}; expected "
-                          '{"actions": [int, ...], "meanings": [str, ...]}') from None
-    if actions.ndim != 1 or (actions.size and (actions.min() < -1 or actions.max() >= len(meanings))):
-        raise SourceError(f"bad sidecar {path.name}: actions must be a flat list of ids in [-1, {len(meanings)})")
-    return actions.astype(np.int32), meanings
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"bad sidecar {path.name}: {exc!r}{expected}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("actions"), list) or \
+            not isinstance(data.get("meanings"), list):
+        raise SourceError(f"bad sidecar {path.name}: not an object with lists \"actions\" and \"meanings\"{expected}")
+    actions, meanings = data["actions"], data["meanings"]
+    if not all(isinstance(m, str) for m in meanings) or len(set(meanings)) != len(meanings):
+        raise SourceError(f"bad sidecar {path.name}: meanings must be distinct strings, got {meanings!r:.200}")
+    bad = next((a for a in actions if isinstance(a, bool) or not isinstance(a, int) or not -1 <= a < len(meanings)),
+               None)
+    if bad is not None:
+        raise SourceError(f"bad sidecar {path.name}: action {bad!r:.50} is not an id in [-1, {len(meanings)}) (ids "
+                          "index the meanings; -1 is unknown)")
+    return np.asarray(actions, np.int32), meanings
 
 
 __all__ = ["Clip", "aligned_actions", "content_hash", "cut_segments", "load_sidecar", "process_source", "source_key"]

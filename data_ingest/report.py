@@ -8,7 +8,7 @@ from typing import Any
 from data_ingest.settings import IngestSettings
 
 MANIFEST_FORMAT = "genie_ingest_manifest"
-FRAME_DROP_REASONS = ("blank", "static", "short_segment", "not_in_clip")
+FRAME_DROP_REASONS = ("blank", "static", "short_segment", "not_in_clip", "near_duplicate")
 
 
 def totals(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Layout (all under ``<out>/.ingest/``)::
 
     staged/<key>/clips.u8      clip frames, raw uint8, clip after clip ([N, T, H, W, 3] without a header)
-    staged/<key>/clips.npz     actions int32 [N, T-1] (source-local ids, -1 unknown), signatures [N]
+    staged/<key>/clips.npz     actions int32 [N, T-1] (source-local ids, -1 unknown), signatures [N],
+                               positions int64 [N, 2] (stretch between cuts, first frame's place in it)
     staged/<key>/result.json   what processing found: hash, counts, action meanings (written before the rename)
     tmp/<key>-<random>/        a source being processed; renamed to staged/<key> only when complete
     downloads/                 yt-dlp's cache, archive and per-video records
@@ -57,15 +58,18 @@ class StageWriter:
         self._frames = open(self._dir / "clips.u8", "wb")  # noqa: SIM115 (closed by commit/abort)
         self._actions: list[np.ndarray] = []
         self._signatures: list[str] = []
+        self._positions: list[tuple[int, int]] = []
 
     @property
     def num_clips(self) -> int:
         return len(self._signatures)
 
-    def add(self, frames_THWC: np.ndarray, actions: np.ndarray, signature: str) -> None:
+    def add(self, frames_THWC: np.ndarray, actions: np.ndarray, signature: str, position: tuple[int, int]) -> None:
+        """position: (segment, start): which stretch between cuts the clip is from, where it starts in it."""
         self._frames.write(np.ascontiguousarray(frames_THWC, np.uint8).data)  # no copy
         self._actions.append(np.asarray(actions, np.int32))
         self._signatures.append(signature)
+        self._positions.append(position)
 
     def discard_clips(self) -> None:
         """Forgets the clips added so far (a source dropped after all, e.g. too short)."""
@@ -73,6 +77,7 @@ class StageWriter:
         self._frames.truncate()
         self._actions.clear()
         self._signatures.clear()
+        self._positions.clear()
 
     def commit(self, result: dict[str, Any], clip_len: int) -> None:
         """Flushes everything to disk and renames the directory into place (a concurrent twin wins harmlessly)."""
@@ -80,7 +85,8 @@ class StageWriter:
         os.fsync(self._frames.fileno())
         self._frames.close()
         actions = np.stack(self._actions) if self._actions else np.zeros((0, clip_len - 1), np.int32)
-        _save_npz(self._dir / "clips.npz", actions=actions, signatures=np.asarray(self._signatures, dtype="U20"))
+        _save_npz(self._dir / "clips.npz", actions=actions, signatures=np.asarray(self._signatures, dtype="U20"),
+                  positions=np.asarray(self._positions, np.int64).reshape(-1, 2))
         write_synced(self._dir / "result.json", json.dumps(result, indent=1).encode())
         self._final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -111,13 +117,21 @@ class StagedClips:
         return len(self.keep)
 
     def iter_clips(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The kept clips: (frames uint8 [T, H, W, 3], dataset action ids int32 [T-1]), one read at a time (not
+        mapped: a mapped file's pages count towards this process's memory until it is done with the source)."""
         if not self.keep:
             return
         data = staged_arrays(Path(self.path))
-        frames = np.memmap(Path(self.path) / "clips.u8", np.uint8, mode="r").reshape(-1, *self.clip_shape)
         lookup = np.asarray((-1, *self.action_map), np.int32)  # index 0 holds "unknown" (-1)
-        for i in self.keep:
-            yield np.array(frames[i]), lookup[data["actions"][i] + 1]
+        clip_bytes = int(np.prod(self.clip_shape))
+        with open(Path(self.path) / "clips.u8", "rb") as f:
+            for i in self.keep:
+                frames = np.empty(self.clip_shape, np.uint8)
+                f.seek(i * clip_bytes)
+                if f.readinto(frames.data) != clip_bytes:
+                    raise ValueError(f"{f.name} ends before clip {i}: a staged source was damaged; delete "
+                                     f"{self.path} and rerun")
+                yield frames, lookup[data["actions"][i] + 1]
 
 
 def staged_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ clear errors for unusable options, names and filters."""
 import json
 import os
 
+import numpy as np
 import pytest
 from ingest_fixtures import write_video
 
@@ -178,3 +179,21 @@ def test_linked_folders_are_searched_once(videos, tmp_path):
     (root / "sub" / "loop").symlink_to(root)
     found = discover([str(root)], tmp_path / "out")
     assert sorted(s.name.rsplit("/", 1)[-1] for s in found.specs) == ["v0.mp4", "v1.mp4", "v2.mp4"]
+
+
+def test_frames_of_near_duplicate_clips_are_counted_as_dropped(videos, tmp_path):
+    """A re-encode (here: the same video with a byte appended, so another file) adds no clips: its frames count
+    as dropped near-duplicates, not as kept, and the frame counts still add up."""
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes((videos / "v0.mp4").read_bytes())
+    (folder / "b.mp4").write_bytes((videos / "v0.mp4").read_bytes() + b"\0")
+    settings = IngestSettings(height=32, width=32, clip_len=8, stride=4, resize="stretch")
+    report = ingest([folder], tmp_path / "out", IngestOptions(settings=settings, val_fraction=0))
+    a, b = report.manifest["sources"]
+    assert a["frames"]["kept"] == 20 and a["dropped_frames"]["near_duplicate"] == 0  # clips at 0, 4, 8, 12 of 20
+    assert b["status"] == "dropped" and b["frames"]["kept"] == 0 and b["dropped_frames"]["near_duplicate"] == 20
+    for source in (a, b):
+        assert source["frames"]["kept"] + sum(source["dropped_frames"].values()) == source["frames"]["resampled"]
+    assert report.manifest["totals"]["frames"]["kept"] == 20 and "near duplicate 20" in report.summary
+    assert video_ingest._frames_in_clips(np.array([[1, 0], [0, 4], [0, 0], [0, 20]]), 8) == 4 + 8 + 8 + 8

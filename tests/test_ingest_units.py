@@ -182,6 +182,14 @@ def test_sidecar_errors(tmp_path):
     good.write_text("{not json")
     with pytest.raises(SourceError, match="bad sidecar run.actions.json"):
         load_sidecar(good)
+    # Nothing is converted: each of these is a mistake in the file, reported by its name.
+    for actions, meanings, reason in [([0.7, 1], ["a", "b"], "action 0.7"), (["1"], ["a", "b"], "action '1'"),
+                                      ([True], ["a", "b"], "action True"), ([2 ** 70], ["a"], "action 1180591"),
+                                      ([0], "AB", "lists"), ([0], ["a", 1], "distinct strings"),
+                                      ([0, 1], ["A", "A"], "distinct strings"), ([[0]], ["a"], r"action \[0\]")]:
+        write_sidecar(video, actions, meanings)
+        with pytest.raises(SourceError, match=f"bad sidecar run.actions.json.*{reason}"):
+            load_sidecar(good)
 
 
 def test_quality_filter_hook():

@@ -75,7 +75,7 @@ def _staged(tmp_path: Path, rng: np.random.Generator, count: int) -> list[Staged
         clips = int(rng.integers(1, 6))
         for c in range(clips):
             frames = rng.integers(0, 256, (SHAPE.clip_len, SHAPE.height, SHAPE.width, 3), dtype=np.uint8)
-            writer.add(frames, rng.integers(-1, 2, SHAPE.clip_len - 1), signature=f"{s}-{c}")
+            writer.add(frames, rng.integers(-1, 2, SHAPE.clip_len - 1), signature=f"{s}-{c}", position=(0, c))
         writer.commit({"status": "ok"}, SHAPE.clip_len)
         keep = tuple(i for i in range(clips) if (s + i) % 4)  # some clips left out, as near-duplicates are
         sources.append(StagedClips(name=f"src{s}", path=str(tmp_path / ".ingest" / "staged" / f"src{s}"),
