@@ -92,13 +92,13 @@ def stable_splits(keys: Sequence[str], *, val_fraction: float, seed: int,
 
     Each source draws a number in [0, 1) (:func:`split_draw`): validation below ``val_fraction``, test below
     ``val_fraction + test_fraction``, train above. The sizes follow the fractions on average, not exactly. Rules
-    fill the gaps of small datasets: if every source drew a held-out split, the highest draw of the larger one
-    trains; a held-out split with a non-zero fraction that no draw falls into borrows the highest draw of the
-    other held-out split if that has two or more, else the train source with the lowest draw. Adding sources and
-    rebuilding so never moves a training source into validation or test (a model trained on the old train split
-    is never validated on its own training videos), with one exception: the source that trained only because
-    every source had drawn a held-out split (1 in 4 for two sources at 0.5) returns to its split once a later
-    source draws train. A borrowed source may go back to train.
+    fill the gaps of small datasets: if every source drew a held-out split, the highest draw trains; a held-out
+    split with a non-zero fraction that no draw falls into borrows the highest draw of the other held-out split
+    if that has two or more, else the train source with the lowest draw. Adding sources and rebuilding so never
+    moves a training source into validation or test (a model trained on the old train split is never validated
+    on its own training videos), with one exception: while every source has drawn a held-out split (1 in 4 for
+    two sources at 0.5), which of them trains may change with each source added. A borrowed source may go back
+    to train.
     """
     check_split_options(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     draws = [split_draw(key, seed) for key in keys]
@@ -110,8 +110,7 @@ def stable_splits(keys: Sequence[str], *, val_fraction: float, seed: int,
         return [i for i, s in enumerate(split_of) if s == split]
 
     if split_of and "train" not in split_of:
-        largest = max(held, key=lambda split: len(members(split)))
-        split_of[max(members(largest), key=draws.__getitem__)] = "train"
+        split_of[max(range(len(draws)), key=draws.__getitem__)] = "train"
     for name in held:
         if name in split_of:
             continue

@@ -124,16 +124,25 @@ def _download_url(ydl: Any, url: str, cache: Path) -> list[SourceSpec]:
             result = ydl.process_ie_result(entry, download=True)
             downloads = result.get("requested_downloads") or [{}]
             path = Path(downloads[0].get("filepath") or ydl.prepare_filename(result))
-            if not path.is_file():  # skipped by yt-dlp's archive, yet its file is not here
-                raise RuntimeError(f"yt-dlp's archive lists {archive_id!r} as downloaded but {path.name} is missing "
-                                   f"(deleted by hand?); delete its line from {_archive(cache, _short_hash(url))} to "
-                                   "fetch it again")
+            if not path.is_file():  # skipped by yt-dlp's archive (killed before our record was written)
+                path = _finished_file(path)
+                if path is None:
+                    raise RuntimeError(f"yt-dlp's archive lists {archive_id!r} as downloaded but its file is missing "
+                                       f"(deleted by hand?); delete its line from {_archive(cache, _short_hash(url))} "
+                                       "to fetch it again")
             name = url if len(entries) == 1 else f"{url}#{entry['id']}"
             record = {"name": name, "record": key, "file": path.name, "archive_id": archive_id, "url": url,
                       **{k: entry.get(k) for k in PROVENANCE_FIELDS}}
             write_json_atomic(cache / "videos" / f"{key}.json", record)
         specs.append(_spec(cache, record))
     return specs
+
+
+def _finished_file(guess: Path) -> Path | None:
+    """The downloaded file a skipped entry left: yt-dlp names a skipped entry's file without knowing its extension
+    (``name.NA``), so it is looked up by the rest of the name."""
+    found = sorted(p for p in guess.parent.glob(f"{guess.stem}.*") if p.suffix not in (".json", ".part", ".NA"))
+    return found[0] if found else None
 
 
 def _url_record(cache: Path, url: str) -> list[SourceSpec] | None:

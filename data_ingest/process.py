@@ -24,8 +24,9 @@ from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec
 from data_ingest.staging import StageWriter, staged_result
 
-RESULT_VERSION = 3  # 2: RGB through swscale's BGR path (colours differ by up to 4 levels); 3: display rotation,
-# non-square pixels, EXIF orientation, 16-bit grey images, slow sources' repeated frames left out of the score
+RESULT_VERSION = 4  # 2: RGB through swscale's BGR path (colours differ by up to 4 levels); 3: display rotation,
+# non-square pixels, EXIF orientation, 16-bit grey images, slow sources' repeated frames left out of the score;
+# 4: clips.npz holds the clips' positions
 GAME_KINDS = ("atari", "procgen")  # sources that are played, not read: their settings are their content
 
 
@@ -239,8 +240,8 @@ def load_sidecar(path: Path) -> tuple[np.ndarray, list[str]]:
     expected = '; expected {"actions": [int, ...], "meanings": [str, ...]}'
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"bad sidecar {path.name}: {exc!r}{expected}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # (ValueError: bad JSON, bad UTF-8, a 5,000-digit number)
+        raise SourceError(f"bad sidecar {path.name}: {exc!r:.300}{expected}") from None
     if not isinstance(data, dict) or not isinstance(data.get("actions"), list) or \
             not isinstance(data.get("meanings"), list):
         raise SourceError(f"bad sidecar {path.name}: not an object with lists \"actions\" and \"meanings\"{expected}")

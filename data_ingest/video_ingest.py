@@ -147,12 +147,22 @@ def _locked_out_dir(out: Path, overwrite: bool, settings: IngestSettings) -> Ite
 
 def _check_same_settings(out: Path, settings: IngestSettings) -> None:
     """A rerun resumes or updates the dataset in ``out``; one with other processing settings would replace it,
-    which only ``--overwrite`` may do. Compared with the settings the dataset there was made with (a setting it
-    does not record, being older than the setting, counts as that setting's default)."""
+    which only ``--overwrite`` may do. Compared with the settings the dataset there was made with, as it records
+    them (an older dataset: as the report of the run that wrote it does; a setting newer than the dataset counts
+    as its default)."""
     current = _current_dataset(out)
-    earlier = current.get("ingest", {}).get("settings") if current is not None else None
+    if current is None:
+        return
+    earlier = current.get("ingest", {}).get("settings")
+    if earlier is None:  # a dataset from before datasets recorded them: the report of the run that wrote it has them
+        try:
+            report = json.loads((out / REPORT_NAME).read_text())
+            if report["dataset"]["fingerprint"] == current.get("fingerprint"):
+                earlier = report["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     if not isinstance(earlier, dict):
-        return  # no dataset, or one from before datasets recorded their settings
+        return
     now, defaults = settings.to_dict(), IngestSettings().to_dict()
     changed = [f"{key} {earlier.get(key, defaults[key])!r} -> {now[key]!r}" for key in now
                if earlier.get(key, defaults[key]) != now[key]]

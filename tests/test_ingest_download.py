@@ -31,6 +31,18 @@ def test_urls_are_downloaded_recorded_and_not_fetched_twice(tmp_path):
                    "http://127.0.0.1:9/unreachable.mp4", f"{base}/a/video.mp4", f"{base}/b/video.mp4"]
         logs = []
         report = ingest_video_sources(sources, out, OPTIONS, log=logs.append)
+        # Killed after yt-dlp noted a download in its archive but before our record of it was written: the rerun
+        # finds the finished file by name instead of failing (yt-dlp itself skips it).
+        downloads = out / ".ingest" / "downloads"
+        record = downloads / "videos" / f"{report.manifest['sources'][0]['provenance']['record']}.json"
+        file = downloads / "videos" / json.loads(record.read_text())["file"]
+        record.unlink()
+        for url_record in (downloads / "urls").iterdir():
+            url_record.unlink()
+        modified = file.stat().st_mtime_ns
+        skipped = ingest_video_sources(sources, out, OPTIONS, log=lambda _: None)
+        assert skipped.manifest["dataset"]["fingerprint"] == report.manifest["dataset"]["fingerprint"]
+        assert record.is_file() and file.stat().st_mtime_ns == modified  # not downloaded again
     assert report.exit_code == 1
     failed = {s["name"]: s["reason"] for s in report.manifest["sources"] if s["status"] == "failed"}
     assert set(failed) == {f"{base}/missing.mp4", "http://127.0.0.1:9/unreachable.mp4"}

@@ -101,6 +101,12 @@ def test_a_rerun_with_other_settings_needs_overwrite(videos, tmp_path):
         ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=SETTINGS, val_fraction=0.5))
     assert ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=other, val_fraction=0.5)
                   ).exit_code == 0
+    # A dataset written before datasets recorded their settings: those of the run that wrote it count.
+    manifest = json.loads((out / "genie_dataset.json").read_text())
+    del manifest["ingest"]["settings"]
+    (out / "genie_dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileExistsError, match="other settings"):
+        ingest([videos / "v0.mp4", videos / "v1.mp4"], out, IngestOptions(settings=SETTINGS, val_fraction=0.5))
 
 
 def test_splits_stay_put_when_sources_are_added(videos, tmp_path):
