@@ -32,11 +32,11 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--clip-len", type=int, default=16, help="frames per clip (default 16)")
     out.add_argument("--stride", type=int, default=None, help="frames between clip starts (default clip-len)")
     out.add_argument("--val-fraction", type=float, default=0.1,
-                     help="fraction of sources (episodes/videos) held out for validation (default 0.1); a video "
-                          "or game episode's split follows from a hash of its content, so adding sources moves no "
-                          "training source into validation")
+                     help="fraction of sources (episodes/videos) held out for validation (default 0.1); videos and "
+                          "game episodes go by a hash of their pictures, so adding sources moves no training source "
+                          "out of train (see README)")
     out.add_argument("--test-fraction", type=float, default=0.0,
-                     help="fraction of sources held out for test (video only; default 0)")
+                     help="fraction of sources held out for test (videos and game episodes; default 0)")
     out.add_argument("--seed", type=int, default=0, help="seed for levels, policies and the split (default 0)")
     games = parser.add_argument_group(f"{SYNTHETIC}, atari:GAME and procgen:GAME")
     games.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100)")
@@ -108,9 +108,13 @@ def _run_video(args: argparse.Namespace) -> int:
         return _usage(f"--beam-option takes KEY=VALUE, got {args.beam_option}")
     beam_options = (f"--runner={args.beam_runner}", *(f"--{kv}" for kv in args.beam_option)) if args.beam_runner \
         else ()
-    if ((args.workers is not None and args.workers < 1) or args.download_retries < 0 or args.episodes < 1
-            or args.frames_per_episode < 2):
-        return _usage("--workers and --episodes must be >= 1, --download-retries >= 0, --frames-per-episode >= 2")
+    if ((args.workers is not None and args.workers < 1) or args.episodes < 1 or args.frames_per_episode < 2
+            or args.procgen_levels < 1):
+        return _usage("--workers, --episodes and --procgen-levels must be >= 1, --frames-per-episode >= 2")
+    from data_ingest.procgen_games import MODES
+
+    if args.procgen_mode not in MODES:
+        return _usage(f"--procgen-mode must be one of {', '.join(MODES)}, got {args.procgen_mode!r}")
     try:
         settings = IngestSettings(
             height=args.height or args.size, width=args.width or args.size, fps=args.fps, resize=args.resize,

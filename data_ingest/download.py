@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +37,20 @@ class DownloadSettings:
     retries: int = 3  # attempts after the first, per URL, with backoff retry_wait * 2**attempt seconds
     retry_wait: float = 2.0
     socket_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        """ValueError naming the option: checked when the run starts, not when the first URL is fetched."""
+        if self.rate_limit and rate_bytes(self.rate_limit) is None:
+            raise ValueError(f"--rate-limit {self.rate_limit!r} is not a byte rate such as 500K or 4M")
+        if self.retries < 0 or not 0 <= self.retry_wait < math.inf or not 0 < self.socket_timeout < math.inf:
+            raise ValueError(f"--download-retries must be >= 0 and --retry-wait >= 0 and finite, got "
+                             f"{self.retries} and {self.retry_wait}")
+
+
+def rate_bytes(text: str) -> int | None:
+    """A byte rate in yt-dlp's syntax (a number and an optional binary K, M, G... unit) in bytes, or None."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGTPEZY]?)", text.strip().upper())
+    return None if match is None else round(float(match[1]) * 1024 ** " KMGTPEZY".index(match[2] or " "))
 
 
 def download_all(urls: list[str], cache: Path, settings: DownloadSettings,
@@ -81,8 +97,6 @@ def format_selector(max_height: int) -> dict[str, Any]:
 
 
 def _options(cache: Path, settings: DownloadSettings, prefix: str) -> dict[str, Any]:
-    import yt_dlp
-
     def backoff(n: int) -> float:
         return settings.retry_wait * 2 ** n
 
@@ -101,10 +115,7 @@ def _options(cache: Path, settings: DownloadSettings, prefix: str) -> dict[str, 
         "quiet": True, "no_warnings": True, "noprogress": True, "logger": _QuietLogger(),
     }
     if settings.rate_limit:
-        limit = yt_dlp.utils.parse_bytes(settings.rate_limit)
-        if limit is None:
-            raise ValueError(f"--rate-limit {settings.rate_limit!r} is not a byte rate such as 500K or 4M")
-        opts["ratelimit"] = limit
+        opts["ratelimit"] = rate_bytes(settings.rate_limit)
     return opts
 
 

@@ -36,15 +36,17 @@ def source_key(spec: SourceSpec, settings: IngestSettings, content_hash: str) ->
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def content_hash(spec: SourceSpec, seed: int) -> str:
-    """sha256 of everything that decides the source's clips: file bytes, frame images, sidecar, or game settings."""
+def content_hash(spec: SourceSpec, seed: int) -> tuple[str, str]:
+    """sha256 of everything that decides the source's clips (file bytes, frame images, sidecar, or game settings),
+    and of its pictures alone (no sidecar) -> (content, pictures)."""
     if spec.kind in GAME_KINDS:
-        return hashlib.sha256(json.dumps([spec.path, seed, spec.provenance], sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([spec.path, seed, spec.provenance], sort_keys=True).encode()).hexdigest()
+        return digest, digest
     files = [Path(f) for f in spec.frames] if spec.kind == "frames" else [Path(spec.path)]
-    digest = file_sha256(files)
-    if spec.sidecar:
-        digest = hashlib.sha256((digest + file_sha256([Path(spec.sidecar)])).encode()).hexdigest()
-    return digest
+    pictures = file_sha256(files)
+    if not spec.sidecar:
+        return pictures, pictures
+    return hashlib.sha256((pictures + file_sha256([Path(spec.sidecar)])).encode()).hexdigest(), pictures
 
 
 def process_source(spec: SourceSpec, settings: IngestSettings, out_dir: str, *, threads: int = 0,
@@ -52,7 +54,7 @@ def process_source(spec: SourceSpec, settings: IngestSettings, out_dir: str, *, 
     """Stages ``spec``'s clips under ``out_dir/.ingest`` (or finds them staged) and returns its result record."""
     base = {"name": spec.name, "kind": spec.kind, "provenance": spec.provenance}
     try:
-        digest = content_hash(spec, seed)
+        digest, pictures = content_hash(spec, seed)
     except OSError as exc:
         return {**base, "status": "failed", "reason": f"cannot read: {exc.strerror or exc}"}
     key = source_key(spec, settings, digest)
@@ -69,7 +71,7 @@ def process_source(spec: SourceSpec, settings: IngestSettings, out_dir: str, *, 
         writer.abort()
         return {**base, "status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}",
                 "sha256": digest}
-    record = {**record, "sha256": digest, "key": key, "result_version": RESULT_VERSION}
+    record = {**record, "sha256": digest, "media_sha256": pictures, "key": key, "result_version": RESULT_VERSION}
     writer.commit(record, settings.clip_len)
     return {**record, **base, "reused": False}
 

@@ -66,6 +66,11 @@ def summary_text(manifest: dict[str, Any], out_dir: str) -> str:
         if bad:
             lines.append(f"{status}:")
             lines.extend(f"  {r['name']}: {r['reason']}" for r in bad)
+    moved = [r for r in manifest["sources"] if r.get("was_train")]
+    if moved:
+        lines.append("warning: in train in the dataset this one replaces, now held out (a model trained on that "
+                     "dataset has seen them):")
+        lines.extend(f"  {r['name']}: {r['split']}" for r in moved)
     text = "\n".join(lines) + "\n"
     # A file name that is not UTF-8 (its bytes kept as surrogates) is shown escaped: the text must encode.
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

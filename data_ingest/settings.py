@@ -1,8 +1,8 @@
 """The processing settings of a video ingest: what turns decoded frames into clips.
 
 Everything here changes the clips a source yields, so it is hashed into each staged source's key: a rerun with
-other settings redoes the sources, a rerun with the same settings reuses them. Settings that only decide splits
-(fractions, seed) or speed (workers) are deliberately not part of it.
+the same settings reuses the staged sources; one with other settings needs --overwrite, which redoes them. Settings
+that only decide splits (fractions, seed) or speed (workers) are deliberately not part of it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -32,11 +33,11 @@ from data_ingest.atomic import write_atomic, write_json_atomic
 from data_ingest.clips import MANIFEST_NAME, check_split_options, stable_splits
 from data_ingest.decode import SourceError, default_threads
 from data_ingest.download import DownloadSettings, download_all
-from data_ingest.process import GAME_KINDS, process_source
+from data_ingest.process import GAME_KINDS, RESULT_VERSION, process_source
 from data_ingest.report import ingest_manifest, summary_text
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec, discover
-from data_ingest.staging import WORK_DIR, StagedClips, clean_tmp, staged_arrays, work_paths
+from data_ingest.staging import WORK_DIR, StagedClips, clean_tmp, staged_arrays, staged_result, work_paths
 from data_ingest.workers import exit_with_parent, pool_context
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: Ing
         write_atomic(out / SUMMARY_NAME, summary.encode())
         if dataset is not None:
             _commit_dataset(out, dataset)
+            _prune_staged(out)
     return IngestReport(out, manifest, summary)
 
 
@@ -153,22 +155,31 @@ def _check_same_settings(out: Path, settings: IngestSettings) -> None:
     current = _current_dataset(out)
     if current is None:
         return
+    now = {**settings.to_dict(), "stride": settings.clip_stride}  # (no --stride means --stride clip_len)
     earlier = current.get("ingest", {}).get("settings")
-    if earlier is None:  # a dataset from before datasets recorded them: the report of the run that wrote it has them
-        try:
-            report = json.loads((out / REPORT_NAME).read_text())
-            if report["dataset"]["fingerprint"] == current.get("fingerprint"):
-                earlier = report["settings"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    if not isinstance(earlier, dict):
-        return
-    now, defaults = settings.to_dict(), IngestSettings().to_dict()
-    changed = [f"{key} {earlier.get(key, defaults[key])!r} -> {now[key]!r}" for key in now
-               if earlier.get(key, defaults[key]) != now[key]]
+    if isinstance(earlier, dict):
+        earlier = {**IngestSettings().to_dict(), **earlier}
+    else:  # a dataset from before datasets recorded them: what it does not show is not compared
+        earlier = {**now, **_earlier_settings(out, current)}
+    earlier["stride"] = earlier["stride"] or earlier["clip_len"]
+    changed = [f"{key} {earlier[key]!r} -> {now[key]!r}" for key in now if earlier[key] != now[key]]
     if changed:
         raise FileExistsError(f"{out} holds a dataset made with other settings ({', '.join(changed)}); pass "
                               "--overwrite to replace it, or choose another --out")
+
+
+def _earlier_settings(out: Path, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The settings an older dataset (one that does not record them) was made with: those of the report of the run
+    that wrote it, or else the few the dataset's manifest shows (size, clip length, stride, fps, resize)."""
+    try:
+        report = json.loads((out / REPORT_NAME).read_text())
+        if report["dataset"]["fingerprint"] == dataset.get("fingerprint") and isinstance(report["settings"], dict):
+            return report["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    shown = {key: dataset.get(key) for key in ("height", "width", "clip_len", "stride")}
+    shown.update({key: dataset.get("ingest", {}).get(key) for key in ("fps", "resize")})
+    return {key: value for key, value in shown.items() if value is not None}
 
 
 def _records_dir_name(out: Path, tfds_dir: object) -> str | None:
@@ -309,17 +320,22 @@ def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions, poo
     if not sources:
         return None, "no source yielded a clip"
     by_name = {r["name"]: r for r in results}
-    try:  # by content: a source keeps its split when others are added (and when it is renamed)
-        splits = stable_splits([by_name[c.name]["sha256"] for c in sources], val_fraction=options.val_fraction,
+    # By the pictures' bytes: a source keeps its split when others are added, when it is renamed, and when its
+    # sidecar's labels are corrected.
+    try:
+        splits = stable_splits([by_name[c.name]["media_sha256"] for c in sources], val_fraction=options.val_fraction,
                                test_fraction=options.test_fraction, seed=options.seed)
     except ValueError as exc:
         return None, str(exc)
+    current = _current_dataset(out)
+    trained_on = set(current.get("splits", {}).get("train", [])) if current is not None else set()
     for split, ids in splits.items():
         for i in ids:
             by_name[sources[i].name]["split"] = split
+            if split != "train" and sources[i].name in trained_on:  # (e.g. a dataset split the older way)
+                by_name[sources[i].name]["was_train"] = True
     build_key = hashlib.sha256(json.dumps([[(c.name, c.path, c.keep, c.action_map) for c in sources], splits,
                                            meanings, s.digest()]).encode()).hexdigest()
-    current = _current_dataset(out)
     if current is not None and current.get("ingest", {}).get("build_key") == build_key:
         log("dataset already up to date")
         return current, ""
@@ -427,8 +443,17 @@ def _commit_dataset(out: Path, dataset: dict[str, Any]) -> None:
     write_json_atomic(out / MANIFEST_NAME, dataset)
     live = _records_dir_name(out, dataset["tfds_dir"])
     for old in out.glob("tfds-*"):
-        if old.name != live and old.is_dir():
+        if old.name != live and old.is_dir() and re.fullmatch(r"tfds-[0-9a-f]{12}", old.name):  # ours only
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _prune_staged(out: Path) -> None:
+    """Deletes sources staged by an older processing version: no run of this version uses them (their keys hold
+    the version), and they would double the disk a large ingest takes after an upgrade."""
+    for staged in work_paths(out)["staged"].iterdir():
+        result = staged_result(out, staged.name)
+        if result is None or result.get("result_version") != RESULT_VERSION:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 __all__ = ["REPORT_NAME", "SUMMARY_NAME", "IngestOptions", "IngestReport", "ingest_video_sources"]

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from ingest_fixtures import write_video
+from ingest_fixtures import write_sidecar, write_video
 
 import data_ingest.video_ingest as video_ingest
 from data_ingest.cli import main as ingest_main
@@ -141,11 +141,29 @@ def test_splits_stay_put_when_sources_are_added(videos, tmp_path):
     first = ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
     second = ingest([videos / "v0.mp4", videos / "v1.mp4", videos / "v2.mp4"], out)
     sources = second.manifest["sources"]
-    expect = stable_splits([r["sha256"] for r in sources], val_fraction=0.5, seed=0)
+    expect = stable_splits([r["media_sha256"] for r in sources], val_fraction=0.5, seed=0)
     assert {r["name"]: r["split"] for r in sources} == {sources[i]["name"]: split for split, ids in expect.items()
                                                          for i in ids}
     split_of = {r["name"]: r["split"] for r in sources}
     assert all(split_of[r["name"]] == r["split"] for r in first.manifest["sources"])
+    assert not any(r.get("was_train") for r in sources) and "warning" not in second.summary
+    # A dataset split another way (an older version's): sources it trained on that are now held out are named.
+    manifest = json.loads((out / "genie_dataset.json").read_text())
+    del manifest["ingest"]["build_key"]
+    manifest["splits"] = {"train": [r["name"] for r in sources]}
+    (out / "genie_dataset.json").write_text(json.dumps(manifest))
+    third = ingest([videos / "v0.mp4", videos / "v1.mp4", videos / "v2.mp4"], out)
+    held = [r["name"] for r in third.manifest["sources"] if r["split"] != "train"]
+    assert held and [r["name"] for r in third.manifest["sources"] if r.get("was_train")] == held
+    assert "warning: in train in the dataset this one replaces" in third.summary
+    # A sidecar's labels are not the pictures: correcting them moves no source (the split draws on the pictures).
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    (labelled / "v.mp4").write_bytes((videos / "v0.mp4").read_bytes())
+    write_sidecar(labelled / "v.mp4", [0] * 59, ["a"])
+    [entry] = ingest([labelled], tmp_path / "labelled_out", IngestOptions(settings=SETTINGS, val_fraction=0)
+                     ).manifest["sources"]
+    assert entry["media_sha256"] == sources[0]["media_sha256"] != entry["sha256"]
 
 
 def test_unusable_options_out_dirs_and_names_are_reported_clearly(videos, tmp_path, capsys):
@@ -203,3 +221,24 @@ def test_frames_of_near_duplicate_clips_are_counted_as_dropped(videos, tmp_path)
         assert source["frames"]["kept"] + sum(source["dropped_frames"].values()) == source["frames"]["resampled"]
     assert report.manifest["totals"]["frames"]["kept"] == 20 and "near duplicate 20" in report.summary
     assert video_ingest._frames_in_clips(np.array([[1, 0], [0, 4], [0, 0], [0, 20]]), 8) == 4 + 8 + 8 + 8
+
+
+def test_sources_staged_by_an_older_version_are_deleted_after_a_build(videos, tmp_path):
+    out = tmp_path / "out"
+    ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    staged = out / ".ingest" / "staged"
+    old = staged / "0123456789abcdef01234567"
+    old.mkdir()
+    (old / "result.json").write_text(json.dumps({"result_version": 2}))
+    ours = sorted(p.name for p in staged.iterdir() if p != old)
+    ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    assert sorted(p.name for p in staged.iterdir()) == ours
+
+
+def test_download_and_game_options_are_checked_before_any_work(tmp_path, capsys):
+    for flags, message in ((["--rate-limit", "garbage"], "--rate-limit"), (["--retry-wait", "-5"], "--retry-wait"),
+                           (["--download-retries", "-1"], "--download-retries"),
+                           (["--procgen-levels", "0"], "--procgen-levels"),
+                           (["--procgen-mode", "odd"], "--procgen-mode")):
+        assert ingest_main(["http://127.0.0.1:9/x.mp4", "--out", str(tmp_path / "o"), *flags]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
