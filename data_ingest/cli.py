@@ -32,11 +32,12 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--clip-len", type=int, default=16, help="frames per clip (default 16)")
     out.add_argument("--stride", type=int, default=None, help="frames between clip starts (default clip-len)")
     out.add_argument("--val-fraction", type=float, default=0.1,
-                     help="fraction of sources (episodes/videos) held out for validation (default 0.1); videos and "
-                          "game episodes go by a hash of their pictures, so adding sources moves no training source "
-                          "out of train (see README)")
+                     help="fraction of sources (episodes/videos) held out for validation (default 0.1); a video goes "
+                          "by a hash of its pictures, an atari/procgen episode by one of its game settings, so "
+                          "adding sources moves no training source out of train (see README); synthetic:platformer "
+                          "splits its episodes by count")
     out.add_argument("--test-fraction", type=float, default=0.0,
-                     help="fraction of sources held out for test (videos and game episodes; default 0)")
+                     help="fraction of sources held out for test (videos, atari and procgen episodes; default 0)")
     out.add_argument("--seed", type=int, default=0, help="seed for levels, policies and the split (default 0)")
     games = parser.add_argument_group(f"{SYNTHETIC}, atari:GAME and procgen:GAME")
     games.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100)")
@@ -141,8 +142,8 @@ def _run_video(args: argparse.Namespace) -> int:
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
-    if args.beam_runner:
-        return _usage(f"--beam-runner applies to video and game sources, not {SYNTHETIC}")
+    if args.beam_runner or args.test_fraction:
+        return _usage(f"--beam-runner and --test-fraction apply to video and game sources, not {SYNTHETIC}")
     for flag, value, low in (("--episodes", args.episodes, 2), ("--frames-per-episode", args.frames_per_episode, 2),
                              ("--clip-len", args.clip_len, 2), ("--size", args.size, 16)):
         if value < low:

@@ -42,15 +42,20 @@ class DownloadSettings:
         """ValueError naming the option: checked when the run starts, not when the first URL is fetched."""
         if self.rate_limit and rate_bytes(self.rate_limit) is None:
             raise ValueError(f"--rate-limit {self.rate_limit!r} is not a byte rate such as 500K or 4M")
-        if self.retries < 0 or not 0 <= self.retry_wait < math.inf or not 0 < self.socket_timeout < math.inf:
+        if self.retries < 0 or not 0 <= self.retry_wait < math.inf:
             raise ValueError(f"--download-retries must be >= 0 and --retry-wait >= 0 and finite, got "
                              f"{self.retries} and {self.retry_wait}")
+        if not 0 < self.socket_timeout < math.inf:
+            raise ValueError(f"socket_timeout must be > 0 and finite, got {self.socket_timeout}")
 
 
 def rate_bytes(text: str) -> int | None:
     """A byte rate in yt-dlp's syntax (a number and an optional binary K, M, G... unit) in bytes, or None."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGTPEZY]?)", text.strip().upper())
-    return None if match is None else round(float(match[1]) * 1024 ** " KMGTPEZY".index(match[2] or " "))
+    try:
+        return None if match is None else round(float(match[1]) * 1024 ** " KMGTPEZY".index(match[2] or " "))
+    except OverflowError:  # more digits than a float holds
+        return None
 
 
 def download_all(urls: list[str], cache: Path, settings: DownloadSettings,

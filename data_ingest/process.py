@@ -60,7 +60,7 @@ def process_source(spec: SourceSpec, settings: IngestSettings, out_dir: str, *, 
     key = source_key(spec, settings, digest)
     done = staged_result(Path(out_dir), key)
     if done is not None:
-        return {**done, **base, "reused": True}
+        return {**done, **base, "media_sha256": pictures, "reused": True}
     writer = StageWriter(Path(out_dir), key)
     try:
         record = _run(spec, settings, writer, threads=threads, seed=seed)

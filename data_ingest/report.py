@@ -67,7 +67,7 @@ def summary_text(manifest: dict[str, Any], out_dir: str) -> str:
             lines.append(f"{status}:")
             lines.extend(f"  {r['name']}: {r['reason']}" for r in bad)
     moved = [r for r in manifest["sources"] if r.get("was_train")]
-    if moved:
+    if moved and ds:
         lines.append("warning: in train in the dataset this one replaces, now held out (a model trained on that "
                      "dataset has seen them):")
         lines.extend(f"  {r['name']}: {r['split']}" for r in moved)

@@ -54,6 +54,8 @@ class IngestSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.stride == self.clip_len:  # the same clips as no --stride: the same staged sources too
+            object.__setattr__(self, "stride", None)
 
     @property
     def clip_stride(self) -> int:

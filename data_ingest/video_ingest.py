@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "manifest.json"
 SUMMARY_NAME = "summary.txt"
+_RECORDS_DIR = re.compile(r"tfds-[0-9a-f]{12}|tfds")  # how builds name their records folders (synthetic: "tfds")
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,8 @@ def _locked_out_dir(out: Path, overwrite: bool, settings: IngestSettings) -> Ite
 def _check_same_settings(out: Path, settings: IngestSettings) -> None:
     """A rerun resumes or updates the dataset in ``out``; one with other processing settings would replace it,
     which only ``--overwrite`` may do. Compared with the settings the dataset there was made with, as it records
-    them (an older dataset: as the report of the run that wrote it does; a setting newer than the dataset counts
-    as its default)."""
+    them (a setting newer than the dataset counting as its default), or for an older dataset that does not, as
+    :func:`_earlier_settings` finds them."""
     current = _current_dataset(out)
     if current is None:
         return
@@ -187,7 +188,7 @@ def _records_dir_name(out: Path, tfds_dir: object) -> str | None:
     points anywhere else: only a folder named as ingest names them ("tfds-<fingerprint>", or "tfds") is ever
     deleted, whatever a hand-edited manifest says."""
     parts = Path(str(tfds_dir)).parts
-    if Path(str(tfds_dir)).is_absolute() or not parts or not (parts[0] == "tfds" or parts[0].startswith("tfds-")):
+    if Path(str(tfds_dir)).is_absolute() or not parts or not _RECORDS_DIR.fullmatch(parts[0]):
         return None
     return parts[0] if (out / parts[0]).resolve().parent == out.resolve() else None
 
@@ -443,7 +444,7 @@ def _commit_dataset(out: Path, dataset: dict[str, Any]) -> None:
     write_json_atomic(out / MANIFEST_NAME, dataset)
     live = _records_dir_name(out, dataset["tfds_dir"])
     for old in out.glob("tfds-*"):
-        if old.name != live and old.is_dir() and re.fullmatch(r"tfds-[0-9a-f]{12}", old.name):  # ours only
+        if old.name != live and old.is_dir() and _RECORDS_DIR.fullmatch(old.name):  # ours only
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ from ingest_fixtures import write_sidecar, write_video
 import data_ingest.video_ingest as video_ingest
 from data_ingest.cli import main as ingest_main
 from data_ingest.clips import check_split_options, split_draw, stable_splits
+from data_ingest.download import rate_bytes
 from data_ingest.process import process_source
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import discover
@@ -242,3 +243,18 @@ def test_download_and_game_options_are_checked_before_any_work(tmp_path, capsys)
                            (["--procgen-mode", "odd"], "--procgen-mode")):
         assert ingest_main(["http://127.0.0.1:9/x.mp4", "--out", str(tmp_path / "o"), *flags]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_small_option_cases(videos, tmp_path, capsys):
+    # --stride equal to --clip-len is no --stride: the same staged sources, nothing redone.
+    assert IngestSettings(stride=16).stride is None and IngestSettings(stride=16).digest() == IngestSettings().digest()
+    assert rate_bytes("4M") == 4 << 20 and rate_bytes("9" * 400) is None and rate_bytes("garbage") is None
+    assert ingest_main(["synthetic:platformer", "--out", str(tmp_path / "s"), "--test-fraction", "0.2"]) == 2
+    assert "--test-fraction" in capsys.readouterr().err
+    # A source staged before results carried the pictures' hash is reused, not a KeyError.
+    out = tmp_path / "out"
+    ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    for result in (out / ".ingest" / "staged").glob("*/result.json"):
+        result.write_text(json.dumps({k: v for k, v in json.loads(result.read_text()).items() if k != "media_sha256"}))
+    again = ingest([videos / "v0.mp4", videos / "v1.mp4"], out)
+    assert again.exit_code == 0 and all(r["reused"] and r["media_sha256"] for r in again.manifest["sources"])
