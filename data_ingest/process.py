@@ -101,7 +101,6 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
     counts: Counter = Counter()
     probe = _Probe(raw, counts)
     resampled = _counted(target_chunks(probe, settings), counts, "resampled")
-    kept_end: dict[int, int] = {}  # segment -> end of the last kept clip, for counting kept frames once
     for clip in cut_segments(segment(resampled, settings, counts), settings, counts):
         score = motion_score(clip.changed, clip.indices) if scored_by_motion else _user_score(quality, clip, settings)
         if score < settings.min_quality:
@@ -109,9 +108,7 @@ def _run(spec: SourceSpec, settings: IngestSettings, writer: StageWriter, *, thr
             continue
         actions = aligned_actions(actions_T, clip.indices, spec.sidecar)
         writer.add(clip.frames, actions, clip_signature(clip.frames), (clip.segment, clip.start))
-        end = clip.start + settings.clip_len
-        counts["kept"] += end - max(clip.start, kept_end.get(clip.segment, 0))
-        kept_end[clip.segment] = end
+    counts["kept"] = frames_in_clips(writer.positions, settings.clip_len)
     decoded = counts["decoded"]
     if spec.sidecar and len(actions_T) != max(decoded - 1, 0):  # (a game's episode may end before its actions)
         raise SourceError(f"sidecar {Path(spec.sidecar).name} has {len(actions_T)} "
@@ -216,6 +213,15 @@ def cut_segments(stream: Iterable[KeptFrame | None], settings: IngestSettings, c
     close()
 
 
+def frames_in_clips(positions_K2: np.ndarray, clip_len: int) -> int:
+    """How many distinct frames clips at (segment, start) positions [K, 2] cover (clips may overlap)."""
+    if not len(positions_K2):
+        return 0
+    segment, start = positions_K2[np.lexsort((positions_K2[:, 1], positions_K2[:, 0]))].T
+    up_to_next = np.where(segment[1:] == segment[:-1], np.minimum(np.diff(start), clip_len), clip_len)
+    return int(up_to_next.sum()) + clip_len
+
+
 def aligned_actions(actions_T: np.ndarray | None, src_index: list[int], sidecar: str) -> np.ndarray:
     """Actions between consecutive clip frames, from per-source-frame actions (actions_T[i]: frame i -> i+1).
 
@@ -258,4 +264,5 @@ def load_sidecar(path: Path) -> tuple[np.ndarray, list[str]]:
     return np.asarray(actions, np.int32), meanings
 
 
-__all__ = ["Clip", "aligned_actions", "content_hash", "cut_segments", "load_sidecar", "process_source", "source_key"]
+__all__ = ["Clip", "aligned_actions", "content_hash", "cut_segments", "frames_in_clips", "load_sidecar",
+           "process_source", "source_key"]

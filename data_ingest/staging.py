@@ -64,6 +64,11 @@ class StageWriter:
     def num_clips(self) -> int:
         return len(self._signatures)
 
+    @property
+    def positions(self) -> np.ndarray:
+        """The added clips' (segment, start), int64 [N, 2]."""
+        return np.asarray(self._positions, np.int64).reshape(-1, 2)
+
     def add(self, frames_THWC: np.ndarray, actions: np.ndarray, signature: str, position: tuple[int, int]) -> None:
         """position: (segment, start): which stretch between cuts the clip is from, where it starts in it."""
         self._frames.write(np.ascontiguousarray(frames_THWC, np.uint8).data)  # no copy
@@ -86,7 +91,7 @@ class StageWriter:
         self._frames.close()
         actions = np.stack(self._actions) if self._actions else np.zeros((0, clip_len - 1), np.int32)
         _save_npz(self._dir / "clips.npz", actions=actions, signatures=np.asarray(self._signatures, dtype="U20"),
-                  positions=np.asarray(self._positions, np.int64).reshape(-1, 2))
+                  positions=self.positions)
         write_synced(self._dir / "result.json", json.dumps(result, indent=1).encode())
         self._final.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from data_ingest.atomic import write_atomic, write_json_atomic
 from data_ingest.clips import MANIFEST_NAME, check_split_options, stable_splits
 from data_ingest.decode import SourceError, default_threads
 from data_ingest.download import DownloadSettings, download_all
-from data_ingest.process import GAME_KINDS, RESULT_VERSION, process_source
+from data_ingest.process import GAME_KINDS, RESULT_VERSION, frames_in_clips, process_source
 from data_ingest.report import ingest_manifest, summary_text
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import SourceSpec, discover
@@ -400,7 +398,7 @@ def _select(out: Path, results: list[dict[str, Any]], settings: IngestSettings) 
                     seen_clips.add(signature)
                     keep.append(i)
         # Frames only in dropped clips were kept by the filters but are left out as duplicates: count them so.
-        kept_frames = _frames_in_clips(staged["positions"][keep], settings.clip_len)
+        kept_frames = frames_in_clips(staged["positions"][keep], settings.clip_len)
         r["dropped_frames"] = {**r["dropped_frames"], "near_duplicate": r["frames"]["kept"] - kept_frames}
         r["frames"] = {**r["frames"], "kept": kept_frames}
         r["clips"] = {**r["clips"], "near_duplicate": len(staged["signatures"]) - len(keep), "written": len(keep)}
@@ -418,15 +416,6 @@ def _select(out: Path, results: list[dict[str, Any]], settings: IngestSettings) 
     shape = (settings.clip_len, settings.height, settings.width, 3)
     return [StagedClips(name=r["name"], path=str(path), clip_shape=shape, keep=tuple(keep), action_map=action_map)
             for r, path, keep, action_map in chosen], meanings
-
-
-def _frames_in_clips(positions_K2: np.ndarray, clip_len: int) -> int:
-    """How many distinct frames clips at (segment, start) positions [K, 2] cover (clips may overlap)."""
-    if not len(positions_K2):
-        return 0
-    segment, start = positions_K2[np.lexsort((positions_K2[:, 1], positions_K2[:, 0]))].T
-    up_to_next = np.where(segment[1:] == segment[:-1], np.minimum(np.diff(start), clip_len), clip_len)
-    return int(up_to_next.sum()) + clip_len
 
 
 def _current_dataset(out: Path) -> dict[str, Any] | None:

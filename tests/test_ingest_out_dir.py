@@ -13,7 +13,7 @@ import data_ingest.video_ingest as video_ingest
 from data_ingest.cli import main as ingest_main
 from data_ingest.clips import check_split_options, split_draw, stable_splits
 from data_ingest.download import rate_bytes
-from data_ingest.process import process_source
+from data_ingest.process import frames_in_clips, process_source
 from data_ingest.settings import IngestSettings
 from data_ingest.sources import discover
 from data_ingest.video_ingest import IngestOptions, ingest_video_sources
@@ -221,7 +221,7 @@ def test_frames_of_near_duplicate_clips_are_counted_as_dropped(videos, tmp_path)
     for source in (a, b):
         assert source["frames"]["kept"] + sum(source["dropped_frames"].values()) == source["frames"]["resampled"]
     assert report.manifest["totals"]["frames"]["kept"] == 20 and "near duplicate 20" in report.summary
-    assert video_ingest._frames_in_clips(np.array([[1, 0], [0, 4], [0, 0], [0, 20]]), 8) == 4 + 8 + 8 + 8
+    assert frames_in_clips(np.array([[1, 0], [0, 4], [0, 0], [0, 20]]), 8) == 4 + 8 + 8 + 8
 
 
 def test_sources_staged_by_an_older_version_are_deleted_after_a_build(videos, tmp_path):
