@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -86,9 +85,11 @@ def ingest_video_sources(arguments: list[str], out_dir: str | Path, options: Ing
     """Runs a whole ingest (see the module docstring). Raises only for unusable arguments or output directory."""
     out = Path(out_dir).absolute()
     check_split_options(val_fraction=options.val_fraction, test_fraction=options.test_fraction, seed=options.seed)
+    # The dataset writer (TFDS, ~0.5 s) is imported before the worker pool exists, not beside it in a thread: while
+    # TFDS imports itself it swaps builtins.__import__ for a lazy one, and an import in any other thread (the pool's
+    # own, in multiprocessing) then gets a placeholder module and fails.
+    importlib.import_module("data_ingest.clip_dataset")
     with _locked_out_dir(out, options.overwrite, options.settings), _executor(options.workers) as pool:
-        if options.workers > 1:
-            _import_tfds_meanwhile()
         clean_tmp(out)
         found = discover(arguments, out)
         results = [_failed(name, "argument", reason) for name, reason in found.problems]
@@ -273,12 +274,6 @@ def _process_all(specs: list[SourceSpec], urls: list[str], out: Path, options: I
     return results
 
 
-def _import_tfds_meanwhile() -> None:
-    """Imports the dataset writer (TFDS: ~0.5 s of CPU) in a thread while the workers process sources, instead of
-    before they start or once they are done. (With one worker this process is busy processing: no gain there.)"""
-    threading.Thread(target=importlib.import_module, args=("data_ingest.clip_dataset",), daemon=True).start()
-
-
 def _executor(workers: int) -> cf.Executor:
     if workers <= 1:
         return _InlineExecutor()
@@ -340,7 +335,7 @@ def _build(out: Path, results: list[dict[str, Any]], options: IngestOptions, poo
         return current, ""
     build_dir = work_paths(out)["tmp"] / f"build-{uuid.uuid4().hex[:8]}"
 
-    from data_ingest.clip_dataset import (  # TFDS (see _import_tfds_meanwhile)
+    from data_ingest.clip_dataset import (  # TFDS: imported already (see ingest_video_sources)
         build_clip_records,
         dataset_manifest,
     )

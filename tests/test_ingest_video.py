@@ -219,20 +219,26 @@ def test_workers_default_to_one_per_core(library, tmp_path, monkeypatch):
 
 
 def test_genie_ingest_loads_no_model_code(library, tmp_path):
-    """`genie ingest` in a fresh process with two workers (shards written by the pool, TFDS imported meanwhile):
+    """`genie ingest` in a fresh process with two workers (shards written by the pool, TFDS imported before it):
     it never imports JAX or Grain, seconds of start-up it has no use for."""
     code = textwrap.dedent(f"""
-        import sys
+        import sys, threading
+        import data_ingest.video_ingest as video_ingest
         from genie_jax.cli import main
+        executor, before_pool = video_ingest._executor, []
+        def noted(workers):  # TFDS must be imported while this process has one thread (see ingest_video_sources)
+            before_pool.append("tensorflow_datasets" in sys.modules and threading.active_count() == 1)
+            return executor(workers)
+        video_ingest._executor = noted
         status = main(["ingest", {str(library / "run_a.mp4")!r}, {str(library / "run_b.webm")!r}, "--out",
                        {str(tmp_path / "data")!r}, "--size", "32", "--clip-len", "8", "--val-fraction", "0.5",
                        "--workers", "2"])
         loaded = sorted(m for m in ("jax", "grain", "flax") if m in sys.modules)
-        print(status, loaded, "tensorflow_datasets" in sys.modules)
+        print(status, loaded, "tensorflow_datasets" in sys.modules, before_pool)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines()[-1] == "0 [] True", done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "0 [] True [True]", done.stdout[-2000:] + done.stderr[-2000:]
     assert ClipDataset(tmp_path / "data").info.num_clips == {"train": 4, "validation": 4}
 
 
